@@ -1,0 +1,57 @@
+// Package mp is Python's multiprocessing for Go: it runs functions of the
+// program in separate OS processes, with the concepts Python programmers
+// know (Process, Pool, Queue, Lock, ...) and Go's conventions (contexts for
+// cancellation and deadlines, errors tested with errors.Is, generics).
+//
+// Use processes rather than goroutines when work may crash, leak, hang or
+// must be killed: cgo libraries, untrusted plug-ins, memory-hungry jobs,
+// per-task time limits. A process can be killed; a goroutine cannot.
+//
+// # Starting processes
+//
+// A child process is the running binary, re-executed. Init, called first in
+// main, recognises a child and runs the function its parent asked for
+// instead of main; this is Go's `if __name__ == "__main__"`. Functions that
+// may run in a child are registered by name, from an init function, so that
+// the child, running the same binary, finds the same function:
+//
+//	func square(x int) error { fmt.Println(x * x); return nil }
+//
+//	func init() { mp.Register(square) }
+//
+//	func main() {
+//		mp.Init()
+//		defer mp.Shutdown()
+//		p := mp.NewProcess(square, 7)
+//		if err := p.Start(); err != nil {
+//			log.Fatal(err)
+//		}
+//		if err := p.Join(context.Background()); err != nil {
+//			log.Fatal(err) // a *ProcessError: the child's error or panic, or its exit status
+//		}
+//	}
+//
+// Arguments are encoded (CBOR; []byte and string are copied as they are)
+// and decoded in the child by the types of the function's parameters, so
+// they must be data: a func, a chan or a closure cannot travel, and an
+// attempt is an error at Start, not a mystery in the child. Only the
+// exported fields of structs travel.
+//
+// Thread has the same methods as Process and runs its function in a
+// goroutine, sharing memory with its caller, as Python's threading.Thread.
+//
+// # Lifetimes
+//
+// No process started by this package outlives its parent. A child is killed
+// when its parent dies, however it dies (a panic, os.Exit, SIGKILL), and its
+// own children follow in turn; Terminate and Kill take a child's descendants
+// too. Shutdown, deferred in main, is Python's exit-time behaviour: it
+// terminates daemonic children and waits for the others.
+//
+// # Errors
+//
+// Errors wrap the sentinel values of this package (ErrNotRegistered,
+// ErrBadArguments, ErrUnencodable, ...) for errors.Is, and a failed child is
+// a *ProcessError for errors.As, carrying its exit code, its error message
+// and, after a panic, its stack.
+package mp

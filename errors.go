@@ -1,0 +1,73 @@
+package mp
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"syscall"
+
+	"github.com/multiproc/mp/internal/codec"
+	"golang.org/x/sys/unix"
+)
+
+// Errors returned by this package. Test for them with errors.Is; the
+// returned errors wrap them with the detail of the case at hand.
+var (
+	// ErrNotRegistered: the function or type was not passed to Register, so
+	// a child process could not find it.
+	ErrNotRegistered = errors.New("mp: not registered")
+	// ErrNotInitialized: Init was not called before starting a process.
+	// Without it a child would run the parent's main function again.
+	ErrNotInitialized = errors.New("mp: Init was not called at the start of main (or TestMain)")
+	// ErrBadArguments: the arguments do not match the function's parameters.
+	ErrBadArguments = errors.New("mp: arguments do not match the function")
+	// ErrUnencodable: a value cannot be sent to another process (a func, a
+	// chan, an unsafe.Pointer, or a struct holding one).
+	ErrUnencodable = codec.ErrUnencodable
+	// ErrAlreadyStarted: Start was called twice.
+	ErrAlreadyStarted = errors.New("mp: already started")
+	// ErrNotStarted: Join, Terminate or Kill before Start.
+	ErrNotStarted = errors.New("mp: not started")
+	// ErrDaemonic: a daemonic process tried to start a child process; as in
+	// Python, daemonic processes may not have children, because they are
+	// terminated without being able to clean up after them.
+	ErrDaemonic = errors.New("mp: daemonic processes are not allowed to have children")
+	// ErrNotSupported: the operation does not apply, such as terminating a
+	// thread whose function takes no context.
+	ErrNotSupported = errors.New("mp: not supported")
+)
+
+// ProcessError reports that a process or thread did not finish cleanly: its
+// function returned an error or panicked, it exited with a non-zero status,
+// or a signal ended it.
+type ProcessError struct {
+	Name string // the process's or thread's Name
+	Pid  int    // its process id
+
+	// ExitCode is the exit status, or the negated signal number if a
+	// signal ended the process (-9 for SIGKILL), as in Python.
+	ExitCode int
+
+	// Message is the text of the error the function returned, or the value
+	// it panicked with; empty if the process ended without reporting (a
+	// signal, or os.Exit).
+	Message string
+	// Panicked reports whether the function panicked; Stack is then the
+	// panicking goroutine's stack as printed in the child.
+	Panicked bool
+	Stack    string
+}
+
+func (e *ProcessError) Error() string {
+	who := fmt.Sprintf("mp: %s (pid %d)", strconv.Quote(e.Name), e.Pid)
+	switch {
+	case e.Panicked:
+		return who + " panicked: " + e.Message
+	case e.Message != "":
+		return who + " failed: " + e.Message
+	case e.ExitCode < 0:
+		return who + " was killed by " + unix.SignalName(syscall.Signal(-e.ExitCode))
+	default:
+		return who + " exited with status " + strconv.Itoa(e.ExitCode)
+	}
+}

@@ -1,0 +1,218 @@
+package shm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+
+	"golang.org/x/sys/unix"
+)
+
+// Alloc returns a zeroed, 64-byte aligned block of at least n bytes; its
+// usable size is n rounded up to a power of two, and at least 64 (see
+// BlockSize). It fails for n <= 0, and with an error wrapping ErrNoSpace when
+// no free block is big enough.
+func (a *Arena) Alloc(n int) (Offset, error) {
+	if n <= 0 {
+		return 0, fmt.Errorf("shm: invalid allocation size %d", n)
+	}
+	if uint64(n) > a.heapSize {
+		return 0, fmt.Errorf("%w: requested %d bytes, more than the whole arena (%d bytes)", ErrNoSpace, n, a.heapSize)
+	}
+	order := max(uint(bits.Len64(uint64(n)-1)), minOrder)
+
+	a.lock()
+	j := order
+	for j <= a.maxOrder && a.get(a.head(j)) == 0 {
+		j++
+	}
+	if j > a.maxOrder {
+		inUse, largest := a.get(hdrInUse), a.largestFree()
+		a.unlock()
+		return 0, fmt.Errorf("%w: requested %d bytes (a %d-byte block); %d bytes free, largest free block %d bytes",
+			ErrNoSpace, n, 1<<order, a.heapSize-inUse, largest)
+	}
+	b := a.get(a.head(j))
+	a.remove(j, b)
+	// Split down to the requested order, putting the upper halves on the
+	// (until now empty) lists of the orders in between.
+	for j > order {
+		j--
+		a.push(j, b+1<<j)
+	}
+	a.setTag(b, tagAlloc|byte(order))
+	a.set(hdrInUse, a.get(hdrInUse)+1<<order)
+	a.set(hdrAllocs, a.get(hdrAllocs)+1)
+	a.commit()
+	a.unlock()
+	return Offset(b), nil
+}
+
+// Free returns a block obtained from Alloc to the arena. It returns an error
+// wrapping ErrBadOffset, and changes nothing, if off is not the start of a
+// live allocation. The block's contents are lost: it is zeroed before it
+// becomes free.
+func (a *Arena) Free(off Offset) error {
+	a.lock()
+	b := uint64(off)
+	order, err := a.live(b)
+	if err != nil {
+		a.unlock()
+		return err
+	}
+	// Clearing comes before the first journaled write: if we die in
+	// between, the block stays allocated (leaked) rather than becoming a
+	// free block with stale contents.
+	a.scrub(b, 1<<order)
+	a.set(hdrInUse, a.get(hdrInUse)-1<<order)
+	a.set(hdrAllocs, a.get(hdrAllocs)-1)
+	for order < a.maxOrder {
+		buddy := a.heapOff + ((b - a.heapOff) ^ 1<<order)
+		if a.tag(buddy) != tagFree|byte(order) {
+			break
+		}
+		a.remove(order, buddy)
+		// The merged block starts at the lower of the two; the other one's
+		// start is now inside a block and must carry no tag.
+		if buddy < b {
+			a.setTag(b, 0)
+			b = buddy
+		} else {
+			a.setTag(buddy, 0)
+		}
+		order++
+	}
+	a.push(order, b)
+	a.commit()
+	a.unlock()
+	return nil
+}
+
+// BlockSize returns the usable size of the live allocation at off: the
+// power of two its request was rounded up to.
+func (a *Arena) BlockSize(off Offset) (int, error) {
+	a.lock()
+	order, err := a.live(uint64(off))
+	a.unlock()
+	if err != nil {
+		return 0, err
+	}
+	return 1 << order, nil
+}
+
+// Stats returns a consistent snapshot of the allocator's counters.
+func (a *Arena) Stats() Stats {
+	a.lock()
+	inUse := a.get(hdrInUse)
+	s := Stats{
+		Size:       int(a.heapSize),
+		InUse:      int(inUse),
+		Free:       int(a.heapSize - inUse),
+		Allocs:     int(a.get(hdrAllocs)),
+		Recoveries: int(a.get(hdrRecoveries)),
+	}
+	a.unlock()
+	return s
+}
+
+// live returns the order of the allocated block starting at file offset b,
+// or an error wrapping ErrBadOffset. The lock must be held.
+func (a *Arena) live(b uint64) (uint, error) {
+	if b < a.heapOff || b-a.heapOff >= a.heapSize || b%minBlock != 0 {
+		return 0, fmt.Errorf("%w: %#x is not a block offset", ErrBadOffset, b)
+	}
+	t := a.tag(b)
+	if t&tagState != tagAlloc {
+		what := "inside a block"
+		if t&tagState == tagFree {
+			what = "a free block"
+		}
+		return 0, fmt.Errorf("%w: %#x is %s", ErrBadOffset, b, what)
+	}
+	order := uint(t & orderMask)
+	if order < minOrder || order > a.maxOrder || (b-a.heapOff)&(1<<order-1) != 0 {
+		return 0, fmt.Errorf("%w: %#x has a corrupt block header %#x", ErrBadOffset, b, t)
+	}
+	return order, nil
+}
+
+// head returns the file offset of the free-list head of order.
+func (a *Arena) head(order uint) uint64 { return hdrHeads + 8*uint64(order) }
+
+// The free-list links of a free block are its first two words: the file
+// offsets of the next and previous free blocks of the same order, 0 for
+// none.
+const (
+	linkNext = 0
+	linkPrev = 8
+)
+
+// push puts the block at b on the free list of order and tags it free.
+func (a *Arena) push(order uint, b uint64) {
+	h := a.get(a.head(order))
+	a.set(b+linkNext, h)
+	a.set(b+linkPrev, 0)
+	if h != 0 {
+		a.set(h+linkPrev, b)
+	}
+	a.set(a.head(order), b)
+	a.setTag(b, tagFree|byte(order))
+}
+
+// remove unlinks the free block at b from the list of order and zeroes its
+// links, which restores the invariant that a block that is not free is all
+// zeros until its owner writes to it. The tag is left to the caller.
+func (a *Arena) remove(order uint, b uint64) {
+	next, prev := a.get(b+linkNext), a.get(b+linkPrev)
+	if prev != 0 {
+		a.set(prev+linkNext, next)
+	} else {
+		a.set(a.head(order), next)
+	}
+	if next != 0 {
+		a.set(next+linkPrev, prev)
+	}
+	a.set(b+linkNext, 0)
+	a.set(b+linkPrev, 0)
+}
+
+// largestFree returns the size of the largest free block, 0 if none.
+func (a *Arena) largestFree() uint64 {
+	for j := a.maxOrder; j >= minOrder; j-- {
+		if a.get(a.head(j)) != 0 {
+			return 1 << j
+		}
+	}
+	return 0
+}
+
+// tagIndex returns the byte offset in the memfd of the tag of the granule at
+// file offset b.
+func (a *Arena) tagIndex(b uint64) uint64 { return hdrTags + (b-a.heapOff)/minBlock }
+
+// tag returns the tag of the block starting at file offset b.
+func (a *Arena) tag(b uint64) byte { return a.mem[a.tagIndex(b)] }
+
+// setTag journals the tag of the block at b by rewriting the word that
+// contains it.
+func (a *Arena) setTag(b uint64, t byte) {
+	i := a.tagIndex(b)
+	w := i &^ 7
+	var word [8]byte
+	binary.NativeEndian.PutUint64(word[:], a.get(w))
+	word[i&7] = t
+	a.set(w, binary.NativeEndian.Uint64(word[:]))
+}
+
+// scrub zeroes the size bytes of the block at b, which belongs to the caller.
+func (a *Arena) scrub(b, size uint64) {
+	if size >= punchMin {
+		// Blocks this big are page-aligned in the file (heapAlign), so the
+		// hole covers exactly the block.
+		err := unix.Fallocate(a.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, int64(b), int64(size))
+		if err == nil {
+			return
+		}
+	}
+	clear(a.mem[b : b+size])
+}
