@@ -1,17 +1,12 @@
 package shm
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"runtime"
-	"strconv"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/multiproc/mp/internal/proc"
 )
 
 // Waiting for the allocator lock: spinSteps tries back to back (the holder
@@ -82,28 +77,10 @@ func (a *Arena) unlock() {
 }
 
 // alive reports whether process pid can still run, and so might still be
-// inside the allocator.
-func alive(pid int) bool {
-	if err := unix.Kill(pid, 0); err == unix.ESRCH {
-		return false
-	}
-	// A process that has exited but not been reaped by its parent keeps its
-	// pid, so kill succeeds; it will never run again, and waiting for its
-	// parent to reap it could take forever (the parent may be waiting for
-	// us).
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	// The state follows the command name, which is in parentheses and may
-	// itself contain parentheses and spaces.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return true
-	}
-	state := stat[i+2]
-	return state != 'Z' && state != 'X'
-}
+// inside the allocator. A zombie counts as dead: it will never run again,
+// and waiting for its parent to reap it could take forever (the parent may
+// be waiting for us).
+func alive(pid int) bool { return proc.Alive(proc.ID{Pid: pid}) }
 
 // set is the only way allocator metadata is modified while the arena is
 // shared: it records the word's old value in the journal before storing v.

@@ -35,9 +35,10 @@ import (
 )
 
 // Wait parks the calling goroutine while *addr == val: it returns nil once
-// the word has been woken or has changed (the caller re-checks its
-// condition; spurious returns are possible), or ctx.Err() if ctx ends first.
-func Wait(ctx context.Context, addr *uint32, val uint32) error {
+// the word has been woken or has changed, or after poll if poll is positive
+// (the caller re-checks its condition; spurious returns are possible), or
+// ctx.Err() if ctx ends first.
+func Wait(ctx context.Context, addr *uint32, val uint32, poll time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -46,15 +47,24 @@ func Wait(ctx context.Context, addr *uint32, val uint32) error {
 	}
 	if direct.Add(1) <= maxDirect {
 		defer direct.Add(-1)
-		return waitDirect(ctx, addr, val)
+		return waitDirect(ctx, addr, val, poll)
 	}
 	direct.Add(-1)
 	p := park(addr, val)
 	if p == nil {
 		return nil // the word changed while registering
 	}
+	var timeout <-chan time.Time
+	if poll > 0 {
+		t := time.NewTimer(poll)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case <-p.ch:
+		return nil
+	case <-timeout:
+		p.cancel()
 		return nil
 	case <-ctx.Done():
 		if p.cancel() {
@@ -71,9 +81,9 @@ const maxDirect = 32
 
 var direct atomic.Int32
 
-func waitDirect(ctx context.Context, addr *uint32, val uint32) error {
+func waitDirect(ctx context.Context, addr *uint32, val uint32, poll time.Duration) error {
 	if ctx.Done() == nil {
-		futex.Wait(addr, val, 0)
+		futex.Wait(addr, val, poll)
 		return nil
 	}
 	// On cancellation, wake the word (and with it, spuriously, its other
@@ -92,7 +102,7 @@ func waitDirect(ctx context.Context, addr *uint32, val uint32) error {
 			}
 		}
 	})
-	futex.Wait(addr, val, 0)
+	futex.Wait(addr, val, poll)
 	close(left)
 	if !stop() && atomic.LoadUint32(addr) == val {
 		return ctx.Err()

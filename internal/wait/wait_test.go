@@ -31,7 +31,7 @@ func threads(t *testing.T) int {
 // waitFor parks until *word != val, re-checking after every return.
 func waitFor(ctx context.Context, word *uint32, val uint32) error {
 	for atomic.LoadUint32(word) == val {
-		if err := Wait(ctx, word, val); err != nil {
+		if err := Wait(ctx, word, val, 0); err != nil {
 			return err
 		}
 	}
@@ -131,7 +131,7 @@ func pingPong(t *testing.T) {
 					if v%2 == me {
 						break
 					}
-					if err := Wait(ctx, &turn, v); err != nil {
+					if err := Wait(ctx, &turn, v, 0); err != nil {
 						t.Errorf("player %d round %d: %v", me, i, err)
 						return
 					}

@@ -1,0 +1,89 @@
+// Package proc tells whether a process of the tree is still alive, in a way
+// that survives pid reuse: a process is identified by its pid and its start
+// time, which a later process with the same pid cannot share.
+package proc
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// ID identifies a process for as long as the machine runs.
+type ID struct {
+	Pid   int
+	Start uint64 // start time in clock ticks after boot (/proc/<pid>/stat field 22)
+}
+
+var self struct {
+	once sync.Once
+	id   ID
+}
+
+// Self returns this process's ID.
+func Self() ID {
+	self.once.Do(func() {
+		pid := os.Getpid()
+		st, _, _ := stat(pid)
+		self.id = ID{Pid: pid, Start: st}
+	})
+	return self.id
+}
+
+// Alive reports whether the process id names can still run. A zombie (exited,
+// not yet reaped) is dead: it will never run again, and its parent may be
+// the very process asking. A process with the same pid but another start time
+// is a different process, so id's is dead. A start time of 0 is not checked.
+func Alive(id ID) bool {
+	if id.Pid <= 0 {
+		return false
+	}
+	if err := unix.Kill(id.Pid, 0); err == unix.ESRCH {
+		return false
+	}
+	start, state, err := stat(id.Pid)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	if state == 'Z' || state == 'X' {
+		return false
+	}
+	return id.Start == 0 || start == 0 || start == id.Start
+}
+
+// stat reads the start time and state of pid from /proc.
+func stat(pid int) (start uint64, state byte, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name, in parentheses, may itself hold spaces and
+	// parentheses: fields are counted from the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, 0, nil
+	}
+	fields := bytes.Fields(b[i+1:])
+	if len(fields) < 20 {
+		return 0, 0, nil
+	}
+	state = fields[0][0]
+	// fields[0] is field 3 (state); start time is field 22.
+	start, _ = strconv.ParseUint(string(fields[19]), 10, 64)
+	return start, state, nil
+}
+
+// AliveStart32 is Alive for an owner recorded as its pid and the low 32
+// bits of its start time, as primitives store it beside a 32-bit futex word.
+func AliveStart32(pid int, start32 uint32) bool {
+	if !Alive(ID{Pid: pid}) {
+		return false
+	}
+	start, _, err := stat(pid)
+	return err != nil || start == 0 || uint32(start) == start32
+}

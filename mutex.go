@@ -1,0 +1,156 @@
+package mp
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/multiproc/mp/internal/proc"
+	"github.com/multiproc/mp/internal/shm"
+	"github.com/multiproc/mp/internal/wait"
+)
+
+// ErrOwnerDied is returned by Acquire when the process that held the lock
+// died holding it. The caller now holds the lock, as with a robust pthread
+// mutex's EOWNERDEAD: it should repair whatever the lock protects, which the
+// dead owner may have left half-updated, before releasing it.
+var ErrOwnerDied = errors.New("mp: the lock's previous owner died holding it")
+
+// ErrNotAcquired is returned by Release of a lock that is not held, of an
+// RLock by a goroutine that does not own it, and of a BoundedSemaphore above
+// its initial value: Python's "released too many times".
+var ErrNotAcquired = errors.New("mp: released more times than acquired")
+
+// mutex is the robust, process-shared mutual exclusion under Lock and
+// RLock: one 64-bit word in the arena. Its low half is the futex word:
+// the owner's pid, with the top bit set when someone may be waiting. Its high
+// half is the low 32 bits of the owner's start time, which tells a dead
+// owner's pid apart from a new process that reused it.
+//
+// Goroutines of one process contend through a process-local gate first, so
+// at most one goroutine per process waits on the shared word: ten thousand
+// blocked goroutines are ten thousand parked goroutines, not threads, and
+// not a herd woken on every release.
+type mutex struct {
+	state *uint64
+	key   shm.Offset
+}
+
+const (
+	contended = 1 << 31
+	// How often a waiter checks that the owner is alive.
+	ownerPoll = 50 * time.Millisecond
+	spins     = 64
+)
+
+// self is this process's owner word: pid, and start time above.
+var self64 = sync.OnceValue(func() uint64 {
+	id := proc.Self()
+	return uint64(uint32(id.Pid)) | uint64(uint32(id.Start))<<32
+})
+
+func (m mutex) futexWord() *uint32 { return (*uint32)(unsafe.Pointer(m.state)) } // little-endian: the low half
+
+func (m mutex) tryLock() bool { return atomic.CompareAndSwapUint64(m.state, 0, self64()) }
+
+// ownedHere reports whether a process with this pid holds the mutex.
+func (m mutex) ownedHere() bool {
+	return uint32(atomic.LoadUint64(m.state))&^contended == uint32(self64())
+}
+
+// gates holds one process-local gate per mutex (by arena offset), shared by
+// every handle of that mutex in this process.
+var gates sync.Map // shm.Offset -> chan struct{}
+
+func gate(key shm.Offset) chan struct{} {
+	if g, ok := gates.Load(key); ok {
+		return g.(chan struct{})
+	}
+	g, _ := gates.LoadOrStore(key, make(chan struct{}, 1))
+	return g.(chan struct{})
+}
+
+func (m mutex) lock(ctx context.Context) error {
+	if m.tryLock() {
+		return nil
+	}
+	return m.lockSlow(ctx)
+}
+
+func (m mutex) lockSlow(ctx context.Context) error {
+	g := gate(m.key)
+	select {
+	case g <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-g }()
+
+	me := self64()
+	parked := false
+	var checked time.Time
+	for i := 0; ; i++ {
+		s := atomic.LoadUint64(m.state)
+		if s == 0 {
+			n := me
+			if parked {
+				n |= contended // others may be waiting: our release must wake them
+			}
+			if atomic.CompareAndSwapUint64(m.state, 0, n) {
+				return nil
+			}
+			continue
+		}
+		if i < spins {
+			continue
+		}
+		if time.Since(checked) >= ownerPoll {
+			checked = time.Now()
+			if !ownerAlive(s) {
+				if atomic.CompareAndSwapUint64(m.state, s, me|contended) {
+					return ErrOwnerDied
+				}
+				continue
+			}
+		}
+		if uint32(s)&contended == 0 {
+			if !atomic.CompareAndSwapUint64(m.state, s, s|contended) {
+				continue
+			}
+			s |= contended
+		}
+		parked = true
+		if err := wait.Wait(ctx, m.futexWord(), uint32(s), ownerPoll); err != nil {
+			// This waiter may have been the one a release woke: pass the
+			// wake-up on so that no other waiter sleeps on a free lock.
+			wait.Wake(m.futexWord(), 1)
+			return err
+		}
+	}
+}
+
+// ownerAlive reports whether the owner recorded in state s can still run.
+func ownerAlive(s uint64) bool {
+	return proc.AliveStart32(int(uint32(s)&^contended), uint32(s>>32))
+}
+
+func (m mutex) unlock() error {
+	if atomic.CompareAndSwapUint64(m.state, self64(), 0) {
+		return nil
+	}
+	for {
+		s := atomic.LoadUint64(m.state)
+		if s == 0 {
+			return ErrNotAcquired
+		}
+		if atomic.CompareAndSwapUint64(m.state, s, 0) {
+			if uint32(s)&contended != 0 {
+				wait.Wake(m.futexWord(), 1)
+			}
+			return nil
+		}
+	}
+}
