@@ -16,8 +16,9 @@ import (
 // The flag shares its word with a count of Sets, so a waiter released by a
 // Set returns even if Clear follows at once, as in Python.
 type Event struct {
-	h    handle
-	word *uint32 // generation << 1 | flag
+	h       handle
+	word    *uint32 // generation << 1 | flag
+	waiters *uint32 // goroutines in Wait, in every process: Set skips the wake-up call when 0
 }
 
 // NewEvent returns a new Event, not set.
@@ -26,8 +27,10 @@ func NewEvent() (*Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Event{h: h, word: h.u32(0)}, nil
+	return openEvent(h), nil
 }
+
+func openEvent(h handle) *Event { return &Event{h: h, word: h.u32(0), waiters: h.u32(4)} }
 
 // Set sets the flag and wakes every waiter, in every process.
 func (e *Event) Set() {
@@ -38,7 +41,11 @@ func (e *Event) Set() {
 			return
 		}
 		if atomic.CompareAndSwapUint32(e.word, v, (v+2)|1) {
-			wait.Wake(e.word, math.MaxInt32)
+			// A waiter counts itself before it reads the word, so either it
+			// sees the new word or this sees its count.
+			if atomic.LoadUint32(e.waiters) != 0 {
+				wait.Wake(e.word, math.MaxInt32)
+			}
 			return
 		}
 	}
@@ -69,6 +76,8 @@ func (e *Event) Wait(ctx context.Context) error {
 	if v&1 != 0 {
 		return nil
 	}
+	atomic.AddUint32(e.waiters, 1)
+	defer atomic.AddUint32(e.waiters, ^uint32(0))
 	for atomic.LoadUint32(e.word) == v {
 		if err := wait.Wait(ctx, e.word, v, 0); err != nil {
 			return err
@@ -92,6 +101,6 @@ func (e *Event) UnmarshalBinary(data []byte) error {
 	if err := h.unmarshal(kindEvent, data); err != nil {
 		return err
 	}
-	*e = Event{h: h, word: h.u32(0)}
+	*e = *openEvent(h)
 	return nil
 }

@@ -49,7 +49,11 @@ func checkNoLeaks(before map[string]string) int {
 		fmt.Fprintf(os.Stderr, "leak: file descriptor %s -> %s\n", fd, target)
 		failed = true
 	}
-	if err := goleak.Find(goleak.IgnoreTopFunction("github.com/multiproc/mp/internal/spawn.onForkThread.func1.1")); err != nil {
+	// The fork thread and the waiter threads live as long as the process.
+	if err := goleak.Find(
+		goleak.IgnoreTopFunction("github.com/multiproc/mp/internal/spawn.onForkThread.func1.1"),
+		goleak.IgnoreAnyFunction("github.com/multiproc/mp/internal/wait.(*shard).run"),
+	); err != nil {
 		fmt.Fprintf(os.Stderr, "leak: %v\n", err)
 		failed = true
 	}

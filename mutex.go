@@ -91,7 +91,9 @@ func (m mutex) lockSlow(ctx context.Context) error {
 
 	me := self64()
 	parked := false
-	var checked time.Time
+	// The owner's liveness costs a /proc read: check it only once a wait
+	// has lasted a poll interval, not on every contended acquisition.
+	checked := time.Now()
 	for i := 0; ; i++ {
 		s := atomic.LoadUint64(m.state)
 		if s == 0 {

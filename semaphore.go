@@ -23,9 +23,9 @@ import (
 // semaphore; beyond that, permits of further processes are not recovered.
 type Semaphore struct {
 	h       handle
-	count   *uint32 // permits available; the futex word
-	bound   *uint32 // the initial value for a bounded semaphore, 0 otherwise
-	waiters *uint32 // processes' goroutines currently parked
+	count   *uint32      // permits available; the futex word
+	bound   *uint32      // the initial value for a bounded semaphore, 0 otherwise
+	waiters *uint32      // processes' goroutines currently parked
 	slot    atomic.Int32 // this process's holder record + 1, once claimed; 0 before
 }
 
@@ -107,7 +107,7 @@ func (s *Semaphore) acquireSlow(ctx context.Context) error {
 		return ctx.Err()
 	}
 	defer func() { <-g }()
-	var reclaimed time.Time
+	reclaimed := time.Now() // look for dead holders only after a poll interval
 	for i := 0; ; i++ {
 		if s.take() {
 			return nil
