@@ -35,6 +35,7 @@ func openEvent(h handle) *Event { return &Event{h: h, word: h.u32(0), waiters: h
 // Set sets the flag and wakes every waiter, in every process.
 func (e *Event) Set() {
 	e.check()
+	e.h.loc.raceRelease()
 	for {
 		v := atomic.LoadUint32(e.word)
 		if v&1 != 0 {
@@ -72,6 +73,7 @@ func (e *Event) IsSet() bool {
 // the flag is set, nil once a Set happens, and ctx.Err() otherwise.
 func (e *Event) Wait(ctx context.Context) error {
 	e.check()
+	defer e.h.loc.raceAcquire()
 	v := atomic.LoadUint32(e.word)
 	if v&1 != 0 {
 		return nil

@@ -31,7 +31,7 @@ func NewLock() (*Lock, error) {
 	return newLock(h), nil
 }
 
-func newLock(h handle) *Lock { return &Lock{h: h, m: mutex{state: h.u64(0), key: h.off}} }
+func newLock(h handle) *Lock { return &Lock{h: h, m: mutex{state: h.u64(0), loc: h.loc}} }
 
 // Acquire blocks until it holds the lock, or ctx ends. It returns nil, or
 // ErrOwnerDied if the previous holder died holding the lock (the caller then

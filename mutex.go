@@ -9,7 +9,6 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/proc"
-	"github.com/multiproc/mp/internal/shm"
 	"github.com/multiproc/mp/internal/wait"
 )
 
@@ -36,7 +35,7 @@ var ErrNotAcquired = errors.New("mp: released more times than acquired")
 // not a herd woken on every release.
 type mutex struct {
 	state *uint64
-	key   shm.Offset
+	loc   *local
 }
 
 const (
@@ -54,34 +53,32 @@ var self64 = sync.OnceValue(func() uint64 {
 
 func (m mutex) futexWord() *uint32 { return (*uint32)(unsafe.Pointer(m.state)) } // little-endian: the low half
 
-func (m mutex) tryLock() bool { return atomic.CompareAndSwapUint64(m.state, 0, self64()) }
+func (m mutex) tryLock() bool {
+	if atomic.CompareAndSwapUint64(m.state, 0, self64()) {
+		m.loc.raceAcquire()
+		return true
+	}
+	return false
+}
 
 // ownedHere reports whether a process with this pid holds the mutex.
 func (m mutex) ownedHere() bool {
 	return uint32(atomic.LoadUint64(m.state))&^contended == uint32(self64())
 }
 
-// gates holds one process-local gate per mutex (by arena offset), shared by
-// every handle of that mutex in this process.
-var gates sync.Map // shm.Offset -> chan struct{}
-
-func gate(key shm.Offset) chan struct{} {
-	if g, ok := gates.Load(key); ok {
-		return g.(chan struct{})
-	}
-	g, _ := gates.LoadOrStore(key, make(chan struct{}, 1))
-	return g.(chan struct{})
-}
-
 func (m mutex) lock(ctx context.Context) error {
 	if m.tryLock() {
 		return nil
 	}
-	return m.lockSlow(ctx)
+	err := m.lockSlow(ctx)
+	if err == nil || err == ErrOwnerDied {
+		m.loc.raceAcquire()
+	}
+	return err
 }
 
 func (m mutex) lockSlow(ctx context.Context) error {
-	g := gate(m.key)
+	g := m.loc.gate
 	select {
 	case g <- struct{}{}:
 	case <-ctx.Done():
@@ -140,6 +137,7 @@ func ownerAlive(s uint64) bool {
 }
 
 func (m mutex) unlock() error {
+	m.loc.raceRelease()
 	if atomic.CompareAndSwapUint64(m.state, self64(), 0) {
 		return nil
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/shm"
@@ -52,6 +54,44 @@ type handle struct {
 	kind kind
 	off  shm.Offset
 	base unsafe.Pointer // the block in this process's mapping
+	loc  *local         // this process's companion state for the block
+}
+
+// local is what a process keeps beside a primitive's shared block, shared
+// by every handle of that primitive in the process.
+type local struct {
+	// gate admits one goroutine of this process at a time to wait on the
+	// shared word, so that blocked goroutines queue here, parked, instead
+	// of each waking on every release (see mutex).
+	gate chan struct{}
+	// hb carries happens-before edges for the race detector: it does not
+	// see atomics on memory outside Go's heap, such as the arena, so every
+	// release also updates hb and every acquire reads it.
+	hb atomic.Uint64
+}
+
+var locals sync.Map // shm.Offset -> *local
+
+func localFor(off shm.Offset) *local {
+	if l, ok := locals.Load(off); ok {
+		return l.(*local)
+	}
+	l, _ := locals.LoadOrStore(off, &local{gate: make(chan struct{}, 1)})
+	return l.(*local)
+}
+
+// raceRelease and raceAcquire tell the race detector what the arena's
+// atomics already guarantee; they compile to nothing without -race.
+func (l *local) raceRelease() {
+	if raceEnabled {
+		l.hb.Add(1)
+	}
+}
+
+func (l *local) raceAcquire() {
+	if raceEnabled {
+		l.hb.Load()
+	}
 }
 
 const handleLen = 2 + 1 + 8 // "mp", kind, offset
@@ -66,7 +106,7 @@ func alloc(k kind, size int) (handle, error) {
 	if err != nil {
 		return handle{}, fmt.Errorf("mp: new %s: %w", k, err)
 	}
-	return handle{kind: k, off: off, base: unsafe.Pointer(&a.Bytes(off, size)[0])}, nil
+	return handle{kind: k, off: off, base: unsafe.Pointer(&a.Bytes(off, size)[0]), loc: localFor(off)}, nil
 }
 
 func (h *handle) marshal() ([]byte, error) {
@@ -96,7 +136,7 @@ func (h *handle) unmarshal(k kind, b []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s at offset %d: %v", ErrInvalidHandle, k, off, err)
 	}
-	*h = handle{kind: k, off: off, base: unsafe.Pointer(&a.Bytes(off, size)[0])}
+	*h = handle{kind: k, off: off, base: unsafe.Pointer(&a.Bytes(off, size)[0]), loc: localFor(off)}
 	return nil
 }
 

@@ -37,7 +37,7 @@ func NewRLock() (*RLock, error) {
 }
 
 func newRLock(h handle) *RLock {
-	return &RLock{h: h, m: mutex{state: h.u64(0), key: h.off}, owner: h.u64(8), count: h.u32(16)}
+	return &RLock{h: h, m: mutex{state: h.u64(0), loc: h.loc}, owner: h.u64(8), count: h.u32(16)}
 }
 
 // Acquire takes the lock, or takes it once more if the calling goroutine

@@ -94,13 +94,14 @@ func (s *Semaphore) take() bool {
 		}
 		if atomic.CompareAndSwapUint32(s.count, c, c-1) {
 			s.record(1)
+			s.h.loc.raceAcquire()
 			return true
 		}
 	}
 }
 
 func (s *Semaphore) acquireSlow(ctx context.Context) error {
-	g := gate(s.h.off)
+	g := s.h.loc.gate
 	select {
 	case g <- struct{}{}:
 	case <-ctx.Done():
@@ -139,6 +140,7 @@ func (s *Semaphore) acquireSlow(ctx context.Context) error {
 // already at its initial value.
 func (s *Semaphore) Release() error {
 	s.check()
+	s.h.loc.raceRelease()
 	bound := atomic.LoadUint32(s.bound)
 	for {
 		c := atomic.LoadUint32(s.count)

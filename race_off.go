@@ -1,0 +1,5 @@
+//go:build !race
+
+package mp
+
+const raceEnabled = false
