@@ -58,6 +58,8 @@ type ProcessError struct {
 	Stack    string
 }
 
+// Error describes the failure in one line: the child's message, or how it
+// exited.
 func (e *ProcessError) Error() string {
 	who := fmt.Sprintf("mp: %s (pid %d)", strconv.Quote(e.Name), e.Pid)
 	switch {

@@ -68,6 +68,7 @@ func (s Status) Signal() syscall.Signal {
 	return 0
 }
 
+// String reads like os.ProcessState's: "exit status 3", "killed by SIGKILL".
 func (s Status) String() string {
 	if s.Code < 0 {
 		return "killed by " + unix.SignalName(s.Signal())
