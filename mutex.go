@@ -3,7 +3,6 @@ package mp
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -45,11 +44,15 @@ const (
 	spins     = 64
 )
 
-// self is this process's owner word: pid, and start time above.
-var self64 = sync.OnceValue(func() uint64 {
+// selfWord is this process's owner word: pid, and the low half of its start
+// time above. It is computed once at start-up rather than on first use so
+// that the lock fast paths read a plain variable.
+var selfWord = func() uint64 {
 	id := proc.Self()
 	return uint64(uint32(id.Pid)) | uint64(uint32(id.Start))<<32
-})
+}()
+
+func self64() uint64 { return selfWord }
 
 func (m mutex) futexWord() *uint32 { return (*uint32)(unsafe.Pointer(m.state)) } // little-endian: the low half
 
