@@ -6,8 +6,8 @@ import (
 	"math"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
-	"github.com/multiproc/mp/internal/proc"
 	"github.com/multiproc/mp/internal/wait"
 )
 
@@ -19,23 +19,20 @@ import (
 // acquisitions are recorded beside the counter, and a waiter that finds no
 // permit checks for dead holders and gives their permits back. (A process
 // killed in the few instructions between taking a permit and recording it
-// loses that one permit.) Up to semHolders processes are tracked per
+// loses that one permit.) Up to holderSlots processes are tracked per
 // semaphore; beyond that, permits of further processes are not recovered.
 type Semaphore struct {
 	h       handle
-	count   *uint32      // permits available; the futex word
-	bound   *uint32      // the initial value for a bounded semaphore, 0 otherwise
-	waiters *uint32      // processes' goroutines currently parked
-	slot    atomic.Int32 // this process's holder record + 1, once claimed; 0 before
+	count   *uint32 // permits available; the futex word
+	bound   *uint32 // the initial value for a bounded semaphore, 0 otherwise
+	waiters *uint32 // processes' goroutines currently parked
+	holders holders // what each process holds, to recover a dead one's permits
 }
 
 // Block layout: counter words, then the holder table.
 const (
-	semHolders   = 64
 	semTableOff  = 64
-	semEntrySize = 16 // pid uint32, start32 uint32, held int32, pad
-	semBlockSize = semTableOff + semHolders*semEntrySize
-	reclaiming   = math.MaxUint32
+	semBlockSize = semTableOff + holdersSize
 )
 
 // NewSemaphore returns a semaphore with n permits.
@@ -66,7 +63,9 @@ func newSemaphore(n int, bounded bool) (*Semaphore, error) {
 }
 
 func openSemaphore(h handle) *Semaphore {
-	return &Semaphore{h: h, count: h.u32(0), bound: h.u32(4), waiters: h.u32(8)}
+	s := &Semaphore{h: h, count: h.u32(0), bound: h.u32(4), waiters: h.u32(8)}
+	s.holders.base = unsafe.Add(h.base, semTableOff)
+	return s
 }
 
 // Acquire takes a permit, blocking until one is available or ctx ends. It
@@ -93,7 +92,7 @@ func (s *Semaphore) take() bool {
 			return false
 		}
 		if atomic.CompareAndSwapUint32(s.count, c, c-1) {
-			s.record(1)
+			s.holders.add(1)
 			s.h.loc.raceAcquire()
 			return true
 		}
@@ -151,7 +150,7 @@ func (s *Semaphore) Release() error {
 			break
 		}
 	}
-	s.record(-1)
+	s.holders.add(-1)
 	if atomic.LoadUint32(s.waiters) > 0 {
 		wait.Wake(s.count, 1)
 	}
@@ -164,68 +163,16 @@ func (s *Semaphore) Value() int {
 	return int(atomic.LoadUint32(s.count))
 }
 
-// entry returns the words of holder record i.
-func (s *Semaphore) entry(i int) (pid, start, held *uint32) {
-	off := uintptr(semTableOff + i*semEntrySize)
-	return s.h.u32(off), s.h.u32(off + 4), s.h.u32(off + 8)
-}
-
-// record adds d to this process's net count of held permits.
-func (s *Semaphore) record(d int32) {
-	slot := int(s.slot.Load()) - 1
-	if slot < 0 {
-		if slot = s.claim(); slot < 0 {
-			return // table full: this process's permits are not tracked
-		}
-		s.slot.Store(int32(slot + 1))
-	}
-	_, _, held := s.entry(slot)
-	atomic.AddUint32(held, uint32(d))
-}
-
-// claim finds or makes this process's holder record.
-func (s *Semaphore) claim() int {
-	me := self64()
-	pid32, start32 := uint32(me), uint32(me>>32)
-	for i := 0; i < semHolders; i++ {
-		pid, start, _ := s.entry(i)
-		if atomic.LoadUint32(pid) == pid32 && atomic.LoadUint32(start) == start32 {
-			return i
-		}
-	}
-	for i := 0; i < semHolders; i++ {
-		pid, start, held := s.entry(i)
-		if atomic.CompareAndSwapUint32(pid, 0, reclaiming) {
-			atomic.StoreUint32(held, 0)
-			atomic.StoreUint32(start, start32)
-			atomic.StoreUint32(pid, pid32)
-			return i
-		}
-	}
-	return -1
-}
-
 // reclaim gives back the permits of dead holders, reporting whether it
 // recovered any.
 func (s *Semaphore) reclaim() bool {
-	got := false
-	for i := 0; i < semHolders; i++ {
-		pid, start, held := s.entry(i)
-		p := atomic.LoadUint32(pid)
-		if p == 0 || p == reclaiming || proc.AliveStart32(int(p), atomic.LoadUint32(start)) {
-			continue
-		}
-		if !atomic.CompareAndSwapUint32(pid, p, reclaiming) {
-			continue
-		}
-		if h := int32(atomic.SwapUint32(held, 0)); h > 0 {
-			atomic.AddUint32(s.count, uint32(h))
-			wait.Wake(s.count, math.MaxInt32)
-			got = true
-		}
-		atomic.StoreUint32(pid, 0)
+	n := s.holders.reclaim()
+	if n == 0 {
+		return false
 	}
-	return got
+	atomic.AddUint32(s.count, uint32(n))
+	wait.Wake(s.count, math.MaxInt32)
+	return true
 }
 
 func (s *Semaphore) check() {
@@ -245,6 +192,7 @@ func (s *Semaphore) UnmarshalBinary(data []byte) error {
 	}
 	o := openSemaphore(h)
 	s.h, s.count, s.bound, s.waiters = o.h, o.count, o.bound, o.waiters
-	s.slot.Store(0)
+	s.holders.base = o.holders.base
+	s.holders.mine.Store(0)
 	return nil
 }

@@ -1,0 +1,88 @@
+package mp
+
+import (
+	"math"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/multiproc/mp/internal/proc"
+)
+
+// holders is a table, in a primitive's shared block, of what each process
+// holds of it: a semaphore's permits, a joinable queue's items taken but not
+// yet marked done. When a process dies, whoever notices gives back what it
+// held. Each process finds its own entry once and caches its index.
+type holders struct {
+	base unsafe.Pointer // the table: holderSlots entries of holderEntry bytes
+	mine atomic.Int32   // this process's entry + 1, once claimed; 0 before
+}
+
+const (
+	holderSlots = 64
+	holderEntry = 16 // pid uint32, start32 uint32, held int32, pad
+	holdersSize = holderSlots * holderEntry
+	reclaiming  = math.MaxUint32 // pid of an entry being claimed or emptied
+)
+
+func (t *holders) entry(i int) (pid, start, held *uint32) {
+	p := unsafe.Add(t.base, uintptr(i*holderEntry))
+	return (*uint32)(p), (*uint32)(unsafe.Add(p, 4)), (*uint32)(unsafe.Add(p, 8))
+}
+
+// add adds d to this process's count. If the table is full, this process's
+// holdings are not tracked (and not recovered).
+func (t *holders) add(d int32) {
+	i := int(t.mine.Load()) - 1
+	if i < 0 {
+		if i = t.claim(); i < 0 {
+			return
+		}
+		t.mine.Store(int32(i + 1))
+	}
+	_, _, held := t.entry(i)
+	atomic.AddUint32(held, uint32(d))
+}
+
+// claim finds or makes this process's entry.
+func (t *holders) claim() int {
+	me := self64()
+	pid32, start32 := uint32(me), uint32(me>>32)
+	for i := 0; i < holderSlots; i++ {
+		pid, start, _ := t.entry(i)
+		if atomic.LoadUint32(pid) == pid32 && atomic.LoadUint32(start) == start32 {
+			return i
+		}
+	}
+	for i := 0; i < holderSlots; i++ {
+		pid, start, held := t.entry(i)
+		if atomic.CompareAndSwapUint32(pid, 0, reclaiming) {
+			atomic.StoreUint32(held, 0)
+			atomic.StoreUint32(start, start32)
+			atomic.StoreUint32(pid, pid32)
+			return i
+		}
+	}
+	return -1
+}
+
+// reclaim empties the entries of dead processes and returns the sum of
+// what they held (only positive holdings count: a process that gave back
+// more than it took owes nothing).
+func (t *holders) reclaim() int {
+	total := 0
+	for i := 0; i < holderSlots; i++ {
+		pid, start, held := t.entry(i)
+		p := atomic.LoadUint32(pid)
+		if p == 0 || p == reclaiming || proc.AliveStart32(int(p), atomic.LoadUint32(start)) {
+			continue
+		}
+		if !atomic.CompareAndSwapUint32(pid, p, reclaiming) {
+			continue
+		}
+		if h := int32(atomic.SwapUint32(held, 0)); h > 0 {
+			total += int(h)
+		}
+		atomic.StoreUint32(pid, 0)
+	}
+	return total
+}

@@ -1,0 +1,758 @@
+package ring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/multiproc/mp/internal/proc"
+	"github.com/multiproc/mp/internal/shm"
+	"github.com/multiproc/mp/internal/wait"
+)
+
+var (
+	// ErrFull is returned by TryPut when the ring holds capacity messages.
+	ErrFull = errors.New("ring: full")
+	// ErrEmpty is returned by TryGet when no message is ready.
+	ErrEmpty = errors.New("ring: empty")
+	// ErrClosed is returned by puts after Close, and by gets once the ring
+	// is closed and drained.
+	ErrClosed = errors.New("ring: closed")
+	// ErrTooLarge is returned by puts of messages longer than MaxMessage.
+	ErrTooLarge = errors.New("ring: message too large")
+	// ErrCorrupt is returned (wrapped) by gets that find a cell whose
+	// contents cannot be valid; the cell is consumed.
+	ErrCorrupt = errors.New("ring: corrupt cell")
+	// ErrBadRing is returned (wrapped) by Open for an offset that is not a
+	// ring.
+	ErrBadRing = errors.New("ring: not a ring")
+)
+
+const (
+	// MaxMessage is the longest message a ring carries.
+	MaxMessage = 64 << 20
+	// DefaultInline is the longest message New's rings carry inline.
+	DefaultInline = 96
+	// MaxInline is the largest inline capacity NewSized accepts.
+	MaxInline = 1 << 20
+	// MaxCapacity is the largest capacity New accepts.
+	MaxCapacity = 1 << 24
+
+	magic = 0x31474e4952504d6d // "mMPRING1"
+
+	// Header words (byte offsets in the ring's block).
+	hdrMagic      = 0
+	hdrCap        = 8  // uint32
+	hdrCellSize   = 12 // uint32
+	hdrClosed     = 16 // uint32
+	hdrLost       = 24
+	hdrSkipped    = 32
+	hdrTail       = 64
+	hdrHead       = 128
+	hdrNotEmpty   = 192 // uint32 futex word
+	hdrGetWaiters = 196 // uint32
+	hdrNotFull    = 256 // uint32 futex word
+	hdrPutWaiters = 260 // uint32
+	hdrSize       = 512
+
+	cellHdr = 32
+
+	flagOOL  = 1
+	flagSkip = 2
+
+	// How long a cell may stay claimed by the same owner before a waiter
+	// checks that the owner is alive; also the futex wait's poll.
+	poll = 50 * time.Millisecond
+	// Spinning before parking: tries with runtime.Gosched in between.
+	spinTries = 200
+)
+
+// cell is the fixed part of a cell; the inline payload follows it.
+type cell struct {
+	state uint64
+	len   uint32
+	flags uint32
+	ool   uint64
+	_     uint64
+}
+
+// Ring is a process's handle on a ring in the arena. Its methods may be
+// called concurrently from any number of goroutines.
+type Ring struct {
+	a   *shm.Arena
+	off shm.Offset
+
+	tail, head          *uint64
+	lost, skipped       *uint64
+	closed              *uint32
+	notEmpty, getWaiter *uint32
+	notFull, putWaiter  *uint32
+
+	cells    unsafe.Pointer
+	cellSize uintptr
+	capacity uint64
+	mask     uint64
+	inline   int
+
+	me uint32 // owner tag of this process
+
+	getGate, putGate chan struct{}
+	getStuck         stuck
+	putStuck         stuck
+}
+
+// New creates a ring for up to capacity messages (rounded up to a power of
+// two, at least 2) with cells holding DefaultInline bytes inline, and
+// returns its offset, which any process of the tree can Open.
+func New(a *shm.Arena, capacity int) (shm.Offset, error) {
+	return NewSized(a, capacity, DefaultInline)
+}
+
+// NewSized is New with cells holding messages of up to inline bytes
+// inline (rounded up so that cells are a multiple of 64 bytes); longer
+// messages are stored in blocks allocated from the arena.
+func NewSized(a *shm.Arena, capacity, inline int) (shm.Offset, error) {
+	if capacity <= 0 || capacity > MaxCapacity {
+		return 0, fmt.Errorf("ring: capacity %d out of range (1 to %d)", capacity, MaxCapacity)
+	}
+	if inline < 0 || inline > MaxInline {
+		return 0, fmt.Errorf("ring: inline size %d out of range (0 to %d)", inline, MaxInline)
+	}
+	c := uint64(2)
+	for c < uint64(capacity) {
+		c <<= 1
+	}
+	cellSize := (uint64(cellHdr+inline) + 63) &^ 63
+	off, err := a.Alloc(int(hdrSize + c*cellSize))
+	if err != nil {
+		return 0, fmt.Errorf("ring: %w", err)
+	}
+	mem := a.Bytes(off, int(hdrSize+c*cellSize))
+	le := func(o int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[o])) }
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&mem[hdrCap])), uint32(c))
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&mem[hdrCellSize])), uint32(cellSize))
+	for i := uint64(0); i < c; i++ {
+		atomic.StoreUint64(le(int(hdrSize+i*cellSize)), i) // FREE for position i
+	}
+	atomic.StoreUint64(le(hdrMagic), magic)
+	return off, nil
+}
+
+// Open returns a handle on the ring at off, created by New in this process
+// or another of the tree. It fails with an error wrapping ErrBadRing if off
+// does not hold a ring.
+func Open(a *shm.Arena, off shm.Offset) (*Ring, error) {
+	size, err := a.BlockSize(off)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRing, err)
+	}
+	if size < hdrSize {
+		return nil, fmt.Errorf("%w: block of %d bytes at %#x", ErrBadRing, size, uint64(off))
+	}
+	mem := a.Bytes(off, size)
+	if atomic.LoadUint64((*uint64)(unsafe.Pointer(&mem[hdrMagic]))) != magic {
+		return nil, fmt.Errorf("%w: bad magic at %#x", ErrBadRing, uint64(off))
+	}
+	c := uint64(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[hdrCap]))))
+	cellSize := uint64(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[hdrCellSize]))))
+	if c < 2 || c > MaxCapacity || c&(c-1) != 0 || cellSize < 64 || cellSize%64 != 0 ||
+		cellSize > cellHdr+MaxInline+64 || hdrSize+c*cellSize > uint64(size) {
+		return nil, fmt.Errorf("%w: corrupt header at %#x (capacity %d, cell size %d, block %d bytes)",
+			ErrBadRing, uint64(off), c, cellSize, size)
+	}
+	u32 := func(o int) *uint32 { return (*uint32)(unsafe.Pointer(&mem[o])) }
+	u64 := func(o int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[o])) }
+	return &Ring{
+		a:         a,
+		off:       off,
+		tail:      u64(hdrTail),
+		head:      u64(hdrHead),
+		lost:      u64(hdrLost),
+		skipped:   u64(hdrSkipped),
+		closed:    u32(hdrClosed),
+		notEmpty:  u32(hdrNotEmpty),
+		getWaiter: u32(hdrGetWaiters),
+		notFull:   u32(hdrNotFull),
+		putWaiter: u32(hdrPutWaiters),
+		cells:     unsafe.Pointer(&mem[hdrSize]),
+		cellSize:  uintptr(cellSize),
+		capacity:  c,
+		mask:      c - 1,
+		inline:    int(cellSize - cellHdr),
+		me:        selfTag(),
+		getGate:   make(chan struct{}, 1),
+		putGate:   make(chan struct{}, 1),
+	}, nil
+}
+
+// Offset returns the ring's offset in the arena.
+func (r *Ring) Offset() shm.Offset { return r.off }
+
+// Cap returns the ring's capacity in messages.
+func (r *Ring) Cap() int { return int(r.capacity) }
+
+// Inline returns the longest message the ring stores inline.
+func (r *Ring) Inline() int { return r.inline }
+
+// Len returns a snapshot of the number of messages queued (including those
+// being put or got at this moment, and cells given back by puts that failed
+// after claiming them, which gets pass over).
+func (r *Ring) Len() int {
+	h := atomic.LoadUint64(r.head)
+	t := atomic.LoadUint64(r.tail)
+	if t <= h {
+		return 0
+	}
+	return int(min(t-h, r.capacity))
+}
+
+// Lost returns how many messages were taken by a consumer that died before
+// it had finished taking them: they were never delivered.
+func (r *Ring) Lost() int { return int(atomic.LoadUint64(r.lost)) }
+
+// Skipped returns how many puts by producers that died before finishing
+// them were discarded: their Put never returned, their message is never
+// delivered.
+func (r *Ring) Skipped() int { return int(atomic.LoadUint64(r.skipped)) }
+
+// Closed reports whether Close has been called.
+func (r *Ring) Closed() bool { return atomic.LoadUint32(r.closed) != 0 }
+
+// Close makes further puts fail with ErrClosed; gets return the messages
+// still queued, then ErrClosed. Blocked callers are woken. A Put that
+// overlaps Close either succeeds, and its message is delivered, or returns
+// ErrClosed. Close is idempotent.
+func (r *Ring) Close() {
+	atomic.StoreUint32(r.closed, 1)
+	atomic.AddUint32(r.notEmpty, 1)
+	atomic.AddUint32(r.notFull, 1)
+	wait.Wake(r.notEmpty, math.MaxInt32)
+	wait.Wake(r.notFull, math.MaxInt32)
+}
+
+func (r *Ring) cell(pos uint64) *cell {
+	return (*cell)(unsafe.Add(r.cells, uintptr(pos&r.mask)*r.cellSize))
+}
+
+func (r *Ring) payload(c *cell) []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(c), cellHdr)), r.inline)
+}
+
+func mkState(seq, owner uint32) uint64 { return uint64(seq) | uint64(owner)<<32 }
+
+// status of an attempt that did not complete.
+type status int
+
+const (
+	done   status = iota
+	full          // no free cell (put) or no ready cell (get)
+	busy          // the cell at the position is claimed by someone else: st tells who
+	closed        // the ring is closed (and, for gets, drained)
+)
+
+// TryPut queues msg if there is room, without blocking. It returns nil,
+// ErrFull, ErrClosed, ErrTooLarge, or an error wrapping shm.ErrNoSpace if
+// the message is too long to be inline and the arena has no room for it.
+func (r *Ring) TryPut(msg []byte) error {
+	if len(msg) > MaxMessage {
+		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(msg), MaxMessage)
+	}
+	s, pos, st, err := r.tryPut(msg)
+	if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
+		s, _, _, err = r.tryPut(msg)
+	}
+	switch s {
+	case done:
+		return err
+	case closed:
+		return ErrClosed
+	}
+	return ErrFull
+}
+
+// Put queues msg, blocking while the ring is full. It returns nil, ctx's
+// error, or the errors of TryPut except ErrFull.
+func (r *Ring) Put(ctx context.Context, msg []byte) error {
+	if len(msg) > MaxMessage {
+		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(msg), MaxMessage)
+	}
+	attempt := func() (bool, error) {
+		s, pos, st, err := r.tryPut(msg)
+		if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
+			s, _, _, err = r.tryPut(msg)
+		}
+		switch s {
+		case done:
+			return true, err
+		case closed:
+			return true, ErrClosed
+		}
+		return false, nil
+	}
+	if ok, err := attempt(); ok {
+		return err
+	}
+	for range spinTries {
+		runtime.Gosched()
+		if ok, err := attempt(); ok {
+			return err
+		}
+	}
+	select {
+	case r.putGate <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-r.putGate }()
+	for {
+		v := atomic.LoadUint32(r.notFull)
+		atomic.AddUint32(r.putWaiter, 1)
+		ok, err := attempt()
+		if ok {
+			atomic.AddUint32(r.putWaiter, ^uint32(0))
+			return err
+		}
+		werr := wait.Wait(ctx, r.notFull, v, poll)
+		atomic.AddUint32(r.putWaiter, ^uint32(0))
+		if werr != nil {
+			// Pass on a wake-up this waiter may have absorbed.
+			atomic.AddUint32(r.notFull, 1)
+			wait.Wake(r.notFull, 1)
+			return werr
+		}
+	}
+}
+
+// tryPut makes one attempt at queueing msg. It returns done (with an error
+// if the out-of-line block could not be allocated: the cell was given back
+// as a skip), closed, full, or busy when the ring is full because of a
+// claimed cell of the previous lap, with that cell's position and state.
+//
+// A message too long to be inline is copied into an arena block allocated
+// once the cell is claimed, and the block is recorded in the cell right
+// away: a producer killed while holding the cell leaks nothing (bar the
+// few instructions between the allocator's commit and the record), and one
+// blocked on a full ring holds no block.
+func (r *Ring) tryPut(msg []byte) (status, uint64, uint64, error) {
+	pos := atomic.LoadUint64(r.tail)
+	for {
+		c := r.cell(pos)
+		st := atomic.LoadUint64(&c.state)
+		seq, owner := uint32(st), uint32(st>>32)
+		d := int32(seq - uint32(pos))
+		switch {
+		case d == 0 && owner == 0:
+			if atomic.LoadUint32(r.closed) != 0 {
+				return closed, 0, 0, nil
+			}
+			if !atomic.CompareAndSwapUint64(&c.state, st, mkState(seq, r.me)) {
+				pos = atomic.LoadUint64(r.tail)
+				continue
+			}
+			hook(hookPutClaimed)
+			atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
+			var err error
+			c.len = uint32(len(msg))
+			if len(msg) > r.inline {
+				c.flags = flagOOL
+				var off shm.Offset
+				if off, err = r.a.Alloc(len(msg)); err == nil {
+					atomic.StoreUint64(&c.ool, uint64(off))
+					copy(r.a.Bytes(off, len(msg)), msg)
+				} else {
+					err = fmt.Errorf("ring: out-of-line message of %d bytes: %w", len(msg), err)
+					c.flags = flagSkip
+					atomic.StoreUint64(&c.ool, 0)
+				}
+			} else {
+				c.flags = 0
+				atomic.StoreUint64(&c.ool, 0) // 0 already, unless the cell was corrupt
+				copy(r.payload(c), msg)
+			}
+			hook(hookPutWritten)
+			s := done
+			if err == nil && atomic.LoadUint32(r.closed) != 0 {
+				// Close came between the check above and the claim: a
+				// consumer may have seen the ring drained. Give the cell
+				// back as a skip.
+				c.flags = flagSkip
+				if off := atomic.SwapUint64(&c.ool, 0); off != 0 {
+					r.a.Free(shm.Offset(off))
+				}
+				s = closed
+			}
+			atomic.StoreUint64(&c.state, mkState(seq+1, 0)) // READY
+			if atomic.LoadUint32(r.getWaiter) != 0 {
+				atomic.AddUint32(r.notEmpty, 1)
+				wait.Wake(r.notEmpty, 1)
+			}
+			return s, 0, 0, err
+		case d >= 0:
+			// Claimed at pos already (or tail is stale): move tail on.
+			atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
+			pos = atomic.LoadUint64(r.tail)
+		default:
+			// The cell is still in the previous lap: full, if tail has not
+			// moved meanwhile.
+			t := atomic.LoadUint64(r.tail)
+			if t != pos {
+				pos = t
+				continue
+			}
+			if atomic.LoadUint32(r.closed) != 0 {
+				return closed, 0, 0, nil
+			}
+			if owner != 0 {
+				return busy, pos, st, nil
+			}
+			return full, 0, 0, nil
+		}
+	}
+}
+
+// TryGet takes the next message without blocking and returns it appended
+// to dst[:0]. It returns ErrEmpty if no message is ready, ErrClosed if the
+// ring is closed and drained, or an error wrapping ErrCorrupt.
+func (r *Ring) TryGet(dst []byte) ([]byte, error) {
+	for {
+		msg, s, pos, st, err := r.tryGet(dst)
+		if s == busy && r.getStuck.due(pos, st) && r.recoverGet(pos, st) {
+			continue
+		}
+		switch s {
+		case done:
+			return msg, err
+		case closed:
+			return nil, ErrClosed
+		}
+		return nil, ErrEmpty
+	}
+}
+
+// Get takes the next message, blocking while the ring is empty, and
+// returns it appended to dst[:0]. It returns ctx's error, ErrClosed once the
+// ring is closed and drained, or an error wrapping ErrCorrupt.
+func (r *Ring) Get(ctx context.Context, dst []byte) ([]byte, error) {
+	msg, err := r.TryGet(dst)
+	if err != ErrEmpty {
+		return msg, err
+	}
+	for range spinTries {
+		runtime.Gosched()
+		if msg, err := r.TryGet(dst); err != ErrEmpty {
+			return msg, err
+		}
+	}
+	select {
+	case r.getGate <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-r.getGate }()
+	for {
+		v := atomic.LoadUint32(r.notEmpty)
+		atomic.AddUint32(r.getWaiter, 1)
+		msg, err := r.TryGet(dst)
+		if err != ErrEmpty {
+			atomic.AddUint32(r.getWaiter, ^uint32(0))
+			return msg, err
+		}
+		werr := wait.Wait(ctx, r.notEmpty, v, poll)
+		atomic.AddUint32(r.getWaiter, ^uint32(0))
+		if werr != nil {
+			atomic.AddUint32(r.notEmpty, 1)
+			wait.Wake(r.notEmpty, 1)
+			return nil, werr
+		}
+	}
+}
+
+// tryGet makes one attempt at taking a message. When the cell at head is
+// being written, it returns busy with its position and state.
+func (r *Ring) tryGet(dst []byte) ([]byte, status, uint64, uint64, error) {
+	isClosed := atomic.LoadUint32(r.closed) != 0
+	pos := atomic.LoadUint64(r.head)
+	for {
+		c := r.cell(pos)
+		st := atomic.LoadUint64(&c.state)
+		seq, owner := uint32(st), uint32(st>>32)
+		d := int32(seq - uint32(pos+1))
+		switch {
+		case d == 0 && owner == 0:
+			if !atomic.CompareAndSwapUint64(&c.state, st, mkState(seq, r.me)) {
+				pos = atomic.LoadUint64(r.head)
+				continue
+			}
+			hook(hookGetClaimed)
+			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
+			msg, skip, err := r.read(c, dst)
+			hook(hookGetFreed)
+			atomic.StoreUint64(&c.state, mkState(uint32(pos+r.capacity), 0)) // FREE, next lap
+			r.wakePutter()
+			if skip {
+				pos = atomic.LoadUint64(r.head)
+				continue
+			}
+			return msg, done, 0, 0, err
+		case d >= 0:
+			// Claimed by another consumer already (or head is stale).
+			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
+			pos = atomic.LoadUint64(r.head)
+		default:
+			h := atomic.LoadUint64(r.head)
+			if h != pos {
+				pos = h
+				continue
+			}
+			if owner != 0 {
+				// d == -1: being written; d < -1: the previous lap is
+				// still being read, so there is nothing to get.
+				if d < -1 && isClosed {
+					return nil, closed, 0, 0, nil
+				}
+				return nil, busy, pos, st, nil
+			}
+			if isClosed {
+				return nil, closed, 0, 0, nil
+			}
+			return nil, full, 0, 0, nil
+		}
+	}
+}
+
+func (r *Ring) wakePutter() {
+	if atomic.LoadUint32(r.putWaiter) != 0 {
+		atomic.AddUint32(r.notFull, 1)
+		wait.Wake(r.notFull, 1)
+	}
+}
+
+// read copies the message of a cell this process has claimed, validating
+// everything it reads, and frees its out-of-line block.
+func (r *Ring) read(c *cell, dst []byte) (msg []byte, skip bool, err error) {
+	n, flags := c.len, c.flags
+	if dst == nil {
+		dst = []byte{}
+	}
+	switch {
+	case flags == flagSkip:
+		return nil, true, nil
+	case flags == 0:
+		if int64(n) > int64(r.inline) {
+			return nil, false, fmt.Errorf("%w: inline length %d, cells hold %d", ErrCorrupt, n, r.inline)
+		}
+		return append(dst[:0], r.payload(c)[:n]...), false, nil
+	case flags == flagOOL:
+		ool := shm.Offset(atomic.LoadUint64(&c.ool))
+		if n > MaxMessage {
+			atomic.StoreUint64(&c.ool, 0)
+			return nil, false, fmt.Errorf("%w: length %d", ErrCorrupt, n)
+		}
+		size, err := r.a.BlockSize(ool)
+		if err != nil || size < int(n) || n == 0 {
+			atomic.StoreUint64(&c.ool, 0)
+			return nil, false, fmt.Errorf("%w: out-of-line block %#x of %d bytes for a %d-byte message (%v)",
+				ErrCorrupt, uint64(ool), size, n, err)
+		}
+		msg = append(dst[:0], r.a.Bytes(ool, int(n))...)
+		hook(hookGetRead)
+		if off := atomic.SwapUint64(&c.ool, 0); off != 0 {
+			r.a.Free(shm.Offset(off))
+		}
+		return msg, false, nil
+	default:
+		atomic.StoreUint64(&c.ool, 0)
+		return nil, false, fmt.Errorf("%w: flags %#x", ErrCorrupt, flags)
+	}
+}
+
+// recoverGet is called by a consumer that has found the cell at head
+// position pos claimed, with state st, for a poll interval; recoverPut by a
+// producer that has found the cell at tail position pos claimed in the
+// previous lap for a poll interval. If the owner is dead, the cell is
+// taken over and released for the next lap.
+func (r *Ring) recoverGet(pos, st uint64) bool { return r.recoverCell(r.cell(pos), st) }
+func (r *Ring) recoverPut(pos, st uint64) bool { return r.recoverCell(r.cell(pos), st) }
+
+// Reclaim looks at every cell and releases those claimed by processes that
+// have died, counting their messages in Lost or Skipped, and returns how
+// many it released. Puts and gets do this by themselves for the cells they
+// wait on; Reclaim is for an owner that learns a process died and wants the
+// counters to be exact at once (or the ring is closed and nobody waits).
+func (r *Ring) Reclaim() int {
+	n := 0
+	for i := range r.capacity {
+		c := r.cell(i)
+		if st := atomic.LoadUint64(&c.state); st>>32 != 0 && r.recoverCell(c, st) {
+			n++
+		}
+	}
+	return n
+}
+
+// recoverCell takes over a cell claimed with state st by a process that
+// has died, and releases it for the next lap without delivering its
+// message. The cell's index tells the phase: a WRITING cell for position
+// p has seq p, a READING one seq p+1, and p is the cell's index modulo the
+// capacity (which is at least 2).
+func (r *Ring) recoverCell(c *cell, st uint64) bool {
+	owner := uint32(st >> 32)
+	if owner == 0 || owner == r.me || ownerAlive(owner) {
+		return false
+	}
+	idx := uint64(uintptr(unsafe.Pointer(c))-uintptr(r.cells)) / uint64(r.cellSize)
+	seq := uint32(st)
+	reading := uint64(seq)&r.mask != idx
+	p32 := seq
+	if reading {
+		p32--
+	}
+	if !atomic.CompareAndSwapUint64(&c.state, st, mkState(seq, r.me)) {
+		return false // someone else moved first
+	}
+	hook(hookRecovering)
+	// The position as a 64-bit counter value, from head (it is within a
+	// lap of it); the CASes below only move counters that are exactly there.
+	h := atomic.LoadUint64(r.head)
+	pos := h + uint64(int64(int32(p32-uint32(h))))
+	atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
+	atomic.CompareAndSwapUint64(r.head, pos, pos+1)
+	if off := atomic.SwapUint64(&c.ool, 0); off != 0 {
+		// Only a block the dead process recorded itself is freed; check
+		// it is one, in case the cell is corrupt.
+		if _, err := r.a.BlockSize(shm.Offset(off)); err == nil {
+			r.a.Free(shm.Offset(off))
+		}
+	}
+	if reading {
+		atomic.AddUint64(r.lost, 1)
+	} else {
+		atomic.AddUint64(r.skipped, 1)
+	}
+	atomic.StoreUint64(&c.state, mkState(p32+uint32(r.capacity), 0))
+	r.wakePutter()
+	// Consumers may be parked behind this cell.
+	atomic.AddUint32(r.notEmpty, 1)
+	wait.Wake(r.notEmpty, math.MaxInt32)
+	return true
+}
+
+// stuck remembers the claimed cell a process has been waiting on, to check
+// its owner's liveness only once the same claim has lasted a poll interval.
+type stuck struct {
+	mu    sync.Mutex
+	pos   uint64
+	st    uint64
+	since time.Time
+}
+
+// due records that the cell of position pos is claimed with state st and
+// reports whether it has been so for a poll interval (restarting the
+// interval if so).
+func (s *stuck) due(pos, st uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.pos != pos || s.st != st || s.since.IsZero() {
+		s.pos, s.st, s.since = pos, st, now
+		return false
+	}
+	if now.Sub(s.since) < poll {
+		return false
+	}
+	s.since = now
+	return true
+}
+
+// Owner tags: pid in the low 22 bits (Linux's PID_MAX_LIMIT is 2^22), the
+// low 10 bits of the start time above; 0 start bits mean "not checked".
+const (
+	pidBits  = 22
+	pidMask  = 1<<pidBits - 1
+	startLow = 1<<(32-pidBits) - 1
+)
+
+var selfTag = sync.OnceValue(func() uint32 {
+	id := proc.Self()
+	return uint32(id.Pid)&pidMask | uint32(id.Start&startLow)<<pidBits
+})
+
+// ownerAlive reports whether the process a tag names may still run.
+func ownerAlive(tag uint32) bool {
+	pid := int(tag & pidMask)
+	if !proc.Alive(proc.ID{Pid: pid}) {
+		return false
+	}
+	start10 := tag >> pidBits
+	if start10 == 0 {
+		return true
+	}
+	start, ok := startTime(pid)
+	return !ok || uint32(start)&startLow == start10
+}
+
+// startTime reads pid's start time (field 22 of /proc/<pid>/stat).
+func startTime(pid int) (uint64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	i := len(b) - 1
+	for i >= 0 && b[i] != ')' {
+		i--
+	}
+	if i < 0 {
+		return 0, false
+	}
+	field := 2 // the field ending at ')'
+	var v uint64
+	in := false
+	for _, ch := range b[i+1:] {
+		if ch == ' ' || ch == '\n' {
+			if in && field == 22 {
+				return v, true
+			}
+			in = false
+			continue
+		}
+		if !in {
+			in = true
+			field++
+			v = 0
+		}
+		if field == 22 {
+			if ch < '0' || ch > '9' {
+				return 0, false
+			}
+			v = v*10 + uint64(ch-'0')
+		}
+	}
+	return 0, false
+}
+
+// Test hooks: points where a test may kill the process.
+type hookPoint int
+
+const (
+	hookPutClaimed hookPoint = iota + 1 // producer holds a WRITING cell, tail not yet moved
+	hookPutWritten                      // message written, not yet published
+	hookGetClaimed                      // consumer holds a READING cell, head not yet moved
+	hookGetRead                         // out-of-line message copied, block not yet freed
+	hookGetFreed                        // message copied and block freed, cell not yet released
+	hookRecovering                      // a recoverer holds a dead process's cell
+)
+
+var testHook func(hookPoint)
+
+func hook(p hookPoint) {
+	if testHook != nil {
+		testHook(p)
+	}
+}
