@@ -22,6 +22,7 @@ const (
 	kindEvent
 	kindCondition
 	kindBarrier
+	kindQueue
 )
 
 func (k kind) String() string {
@@ -38,6 +39,8 @@ func (k kind) String() string {
 		return "Condition"
 	case kindBarrier:
 		return "Barrier"
+	case kindQueue:
+		return "Queue"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -156,3 +159,5 @@ func Must[T any](v T, err error) T {
 	}
 	return v
 }
+
+func shmOffset(v uint64) shm.Offset { return shm.Offset(v) }

@@ -1,0 +1,114 @@
+package mp_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/multiproc/mp"
+)
+
+// benchProduceInts puts n ints on q.
+func benchProduceInts(q *mp.Queue[int], n int) error {
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		if err := q.Put(ctx, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func benchProduceBytes(q *mp.Queue[[]byte], n, size int) error {
+	ctx := context.Background()
+	msg := make([]byte, size)
+	for i := 0; i < n; i++ {
+		if err := q.Put(ctx, msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchConsumeInts takes n ints from q.
+func benchConsumeInts(q *mp.Queue[int], n int) error {
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		if _, err := q.Get(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func init() { mp.Register(benchProduceInts, benchProduceBytes, benchConsumeInts) }
+
+func reportRate(b *testing.B, n int, start time.Time) {
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkQueueSmall: one producer process -> one consumer (this process),
+// int items.
+func BenchmarkQueueSmall(b *testing.B) {
+	q := mp.Must(mp.NewQueue[int](1024))
+	p := mp.NewProcess(benchProduceInts, q, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	if err := p.Start(); err != nil {
+		b.Fatal(err)
+	}
+	if err := benchConsumeInts(q, b.N); err != nil {
+		b.Fatal(err)
+	}
+	reportRate(b, b.N, start)
+	b.StopTimer()
+	if err := p.Join(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkQueue4K: one producer process -> one consumer, 4 KiB []byte.
+func BenchmarkQueue4K(b *testing.B) {
+	q := mp.Must(mp.NewQueue[[]byte](1024))
+	p := mp.NewProcess(benchProduceBytes, q, b.N, 4096)
+	b.SetBytes(4096)
+	b.ResetTimer()
+	start := time.Now()
+	if err := p.Start(); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		if _, err := q.Get(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRate(b, b.N, start)
+	b.StopTimer()
+	if err := p.Join(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkQueueMPMC: two producer processes -> two consumer processes.
+func BenchmarkQueueMPMC(b *testing.B) {
+	q := mp.Must(mp.NewQueue[int](1024))
+	n := b.N / 2 * 2
+	var ps []*mp.Process
+	for i := 0; i < 2; i++ {
+		ps = append(ps, mp.NewProcess(benchProduceInts, q, n/2), mp.NewProcess(benchConsumeInts, q, n/2))
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for _, p := range ps {
+		if err := p.Start(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, p := range ps {
+		if err := p.Join(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportRate(b, n, start)
+}
