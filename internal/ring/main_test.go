@@ -325,9 +325,13 @@ func start(t testing.TB, a *shm.Arena, role, arg string, hold bool) *child {
 	select {
 	case <-c.ready:
 	case <-exited:
+		// The child may have written its ready byte and died at once (a
+		// kill point right after it): the byte is then still on its way
+		// through the pipe, which the child's exit has closed, so it
+		// arrives promptly if it was written at all.
 		select {
 		case <-c.ready:
-		default:
+		case <-time.After(10 * time.Second):
 			c.Wait()
 			t.Fatalf("child %s %s exited before it was ready: %s", role, arg, c.stderr.Bytes())
 		}
