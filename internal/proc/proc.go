@@ -87,3 +87,10 @@ func AliveStart32(pid int, start32 uint32) bool {
 	start, _, err := stat(pid)
 	return err != nil || start == 0 || uint32(start) == start32
 }
+
+// StartTime returns pid's start time in clock ticks after boot, and
+// whether it could be read.
+func StartTime(pid int) (uint64, bool) {
+	start, _, err := stat(pid)
+	return start, err == nil && start != 0
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -694,47 +693,8 @@ func ownerAlive(tag uint32) bool {
 	if start10 == 0 {
 		return true
 	}
-	start, ok := startTime(pid)
+	start, ok := proc.StartTime(pid)
 	return !ok || uint32(start)&startLow == start10
-}
-
-// startTime reads pid's start time (field 22 of /proc/<pid>/stat).
-func startTime(pid int) (uint64, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	i := len(b) - 1
-	for i >= 0 && b[i] != ')' {
-		i--
-	}
-	if i < 0 {
-		return 0, false
-	}
-	field := 2 // the field ending at ')'
-	var v uint64
-	in := false
-	for _, ch := range b[i+1:] {
-		if ch == ' ' || ch == '\n' {
-			if in && field == 22 {
-				return v, true
-			}
-			in = false
-			continue
-		}
-		if !in {
-			in = true
-			field++
-			v = 0
-		}
-		if field == 22 {
-			if ch < '0' || ch > '9' {
-				return 0, false
-			}
-			v = v*10 + uint64(ch-'0')
-		}
-	}
-	return 0, false
 }
 
 // Test hooks: points where a test may kill the process.

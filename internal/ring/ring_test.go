@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/multiproc/mp/internal/proc"
 	"github.com/multiproc/mp/internal/shm"
 )
 
@@ -463,7 +464,7 @@ func TestTenThousandBlockedGets(t *testing.T) {
 }
 
 func TestStartTime(t *testing.T) {
-	start, ok := startTime(os.Getpid())
+	start, ok := proc.StartTime(os.Getpid())
 	if !ok || start == 0 {
 		t.Fatalf("startTime of self: %d %v", start, ok)
 	}
