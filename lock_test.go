@@ -3,7 +3,6 @@ package mp_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/multiproc/mp"
+	"github.com/multiproc/mp/internal/leakcheck"
 )
 
 // addUnderLock does the seeds' read-check-write on a counter file, n times,
@@ -327,7 +327,7 @@ func TestTenThousandGoroutinesOnOneLock(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // let them block; the bound holds at any moment
-	if th := osThreads(t); th > 500 {
+	if th := leakcheck.Threads(); th > 500 {
 		t.Fatalf("%d OS threads with %d goroutines blocked on a Lock and %d on an Event", th, n, n)
 	} else {
 		t.Logf("%d OS threads with %d goroutines blocked on a Lock and %d on an Event", th, n, n)
@@ -338,21 +338,6 @@ func TestTenThousandGoroutinesOnOneLock(t *testing.T) {
 	if acquired.Load() != n {
 		t.Fatalf("%d acquired", acquired.Load())
 	}
-}
-
-func osThreads(t *testing.T) int {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			var n int
-			fmt.Sscan(v, &n)
-			return n
-		}
-	}
-	return 0
 }
 
 func readCount(path string) (int, error) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/multiproc/mp"
+	"github.com/multiproc/mp/internal/leakcheck"
 )
 
 type bun struct {
@@ -342,7 +343,7 @@ func TestThousandsBlockedInGet(t *testing.T) {
 		}()
 	}
 	time.Sleep(100 * time.Millisecond) // let them block; the bound holds at any moment
-	if th := osThreads(t); th > 500 {
+	if th := leakcheck.Threads(); th > 500 {
 		t.Fatalf("%d OS threads with %d goroutines blocked in Get", th, n)
 	}
 	for i := 0; i < n; i++ {

@@ -119,16 +119,14 @@ func newTarget(x any) (*target, error) {
 	if !ok || t.Name() == "" {
 		return nil, fmt.Errorf("mp: %T is neither a function nor a named type with a Run method", x)
 	}
-	t0 := &target{}
-	tt, err := signature(t.PkgPath()+"."+t.Name(), m.Func, t)
+	tg, err := signature(t.PkgPath()+"."+t.Name(), m.Func, t)
 	if err != nil {
 		return nil, err
 	}
-	*t0 = *tt
-	if len(t0.params) != 0 || t0.variadic {
+	if len(tg.params) != 0 || tg.variadic {
 		return nil, fmt.Errorf("mp: %s.Run must take no arguments (or only a context.Context); its data travels in the type's exported fields", t.Name())
 	}
-	return t0, nil
+	return tg, nil
 }
 
 func signature(name string, fn reflect.Value, recv reflect.Type) (*target, error) {

@@ -40,20 +40,36 @@ func Self() ID {
 // the very process asking. A process with the same pid but another start time
 // is a different process, so id's is dead. A start time of 0 is not checked.
 func Alive(id ID) bool {
-	if id.Pid <= 0 {
-		return false
+	start, ok := running(id.Pid)
+	return ok && (id.Start == 0 || start == 0 || start == id.Start)
+}
+
+// AliveStart32 is Alive for an owner recorded as its pid and the low 32
+// bits of its start time, as primitives store it beside a 32-bit futex word.
+func AliveStart32(pid int, start32 uint32) bool { return AliveStartBits(pid, uint64(start32), 32) }
+
+// AliveStartBits is Alive for an owner recorded as its pid and the low bits
+// bits of its start time; low == 0 is not checked.
+func AliveStartBits(pid int, low uint64, bits uint) bool {
+	start, ok := running(pid)
+	return ok && (low == 0 || start == 0 || start&(1<<bits-1) == low)
+}
+
+// running reports whether pid exists and is not a zombie, with its start
+// time (0 if unknown), from one read of /proc.
+func running(pid int) (start uint64, ok bool) {
+	if pid <= 0 {
+		return 0, false
 	}
-	if err := unix.Kill(id.Pid, 0); err == unix.ESRCH {
-		return false
+	if err := unix.Kill(pid, 0); err == unix.ESRCH {
+		return 0, false
 	}
-	start, state, err := stat(id.Pid)
+	start, state, err := stat(pid)
 	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
+		// Gone since kill, or /proc unreadable: only the first is death.
+		return 0, !errors.Is(err, fs.ErrNotExist)
 	}
-	if state == 'Z' || state == 'X' {
-		return false
-	}
-	return id.Start == 0 || start == 0 || start == id.Start
+	return start, state != 'Z' && state != 'X'
 }
 
 // stat reads the start time and state of pid from /proc.
@@ -76,16 +92,6 @@ func stat(pid int) (start uint64, state byte, err error) {
 	// fields[0] is field 3 (state); start time is field 22.
 	start, _ = strconv.ParseUint(string(fields[19]), 10, 64)
 	return start, state, nil
-}
-
-// AliveStart32 is Alive for an owner recorded as its pid and the low 32
-// bits of its start time, as primitives store it beside a 32-bit futex word.
-func AliveStart32(pid int, start32 uint32) bool {
-	if !Alive(ID{Pid: pid}) {
-		return false
-	}
-	start, _, err := stat(pid)
-	return err != nil || start == 0 || uint32(start) == start32
 }
 
 // StartTime returns pid's start time in clock ticks after boot, and

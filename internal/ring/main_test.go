@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/multiproc/mp/internal/leakcheck"
 	"github.com/multiproc/mp/internal/shm"
 )
 
@@ -40,54 +40,12 @@ func TestMain(m *testing.M) {
 	}
 	r.Close()
 	w.Close()
-	before := openFDs()
+	before := leakcheck.FDs()
 	code := m.Run()
-	if after := openFDs(); code == 0 && !sameFDs(before, after) {
-		fmt.Fprintf(os.Stderr, "file descriptors leaked by the tests:\nbefore: %v\nafter:  %v\n", before, after)
-		code = 1
-	}
-	if kids := children(); code == 0 && len(kids) > 0 {
-		fmt.Fprintf(os.Stderr, "child processes left behind: %v\n", kids)
-		code = 1
+	if code == 0 {
+		code = leakcheck.Check(before, nil)
 	}
 	os.Exit(code)
-}
-
-func openFDs() map[string]string {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		panic(err)
-	}
-	fds := make(map[string]string)
-	for _, e := range ents {
-		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		fds[e.Name()] = target
-	}
-	return fds
-}
-
-func sameFDs(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
-}
-
-// children lists the pids of this process's children, from
-// /proc/self/task/*/children.
-func children() []string {
-	var kids []string
-	tasks, _ := os.ReadDir("/proc/self/task")
-	for _, t := range tasks {
-		b, _ := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-		kids = append(kids, strings.Fields(string(b))...)
-	}
-	return kids
 }
 
 // Test messages: id (4 bytes), seq (8), filler derived from both, FNV-64a

@@ -685,16 +685,7 @@ var selfTag = sync.OnceValue(func() uint32 {
 
 // ownerAlive reports whether the process a tag names may still run.
 func ownerAlive(tag uint32) bool {
-	pid := int(tag & pidMask)
-	if !proc.Alive(proc.ID{Pid: pid}) {
-		return false
-	}
-	start10 := tag >> pidBits
-	if start10 == 0 {
-		return true
-	}
-	start, ok := proc.StartTime(pid)
-	return !ok || uint32(start)&startLow == start10
+	return proc.AliveStartBits(int(tag&pidMask), uint64(tag>>pidBits), 32-pidBits)
 }
 
 // Test hooks: points where a test may kill the process.

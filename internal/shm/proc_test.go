@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multiproc/mp/internal/leakcheck"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,39 +39,12 @@ func TestMain(m *testing.M) {
 	}
 	r.Close()
 	w.Close()
-	before := openFDs()
+	before := leakcheck.FDs()
 	code := m.Run()
-	if after := openFDs(); code == 0 && !sameFDs(before, after) {
-		fmt.Fprintf(os.Stderr, "file descriptors leaked by the tests:\nbefore: %v\nafter:  %v\n", before, after)
-		code = 1
+	if code == 0 {
+		code = leakcheck.Check(before, nil)
 	}
 	os.Exit(code)
-}
-
-// openFDs maps this process's open fds to what they refer to.
-func openFDs() map[string]string {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		panic(err)
-	}
-	fds := make(map[string]string)
-	for _, e := range ents {
-		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		fds[e.Name()] = target
-	}
-	return fds
-}
-
-func sameFDs(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func childMain(role, arg string) int {

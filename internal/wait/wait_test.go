@@ -4,29 +4,13 @@ import (
 	"context"
 	"errors"
 	"math"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-func threads(t *testing.T) int {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	t.Fatal("no Threads line")
-	return 0
-}
+	"github.com/multiproc/mp/internal/leakcheck"
+)
 
 // waitFor parks until *word != val, re-checking after every return.
 func waitFor(ctx context.Context, word *uint32, val uint32) error {
@@ -61,13 +45,13 @@ func TestTenThousandWaitersFewThreads(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if th := threads(t); th > 200 {
+	if th := leakcheck.Threads(); th > 200 {
 		t.Fatalf("%d OS threads with %d goroutines waiting", th, n)
 	}
 	atomic.StoreUint32(&word, 1)
 	Wake(&word, math.MaxInt32)
 	done.Wait()
-	t.Logf("threads after: %d", threads(t))
+	t.Logf("threads after: %d", leakcheck.Threads())
 }
 
 func TestCancelAndDeadline(t *testing.T) {
