@@ -2,6 +2,7 @@ package mp_test
 
 import (
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -111,4 +112,50 @@ func BenchmarkQueueMPMC(b *testing.B) {
 		}
 	}
 	reportRate(b, n, start)
+}
+
+// benchPipeEcho sends back every message it receives, until EOF.
+func benchPipeEcho(c *mp.Conn, ready *mp.Event) error {
+	ctx := context.Background()
+	ready.Set()
+	for {
+		msg, err := c.RecvBytes(ctx)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := c.SendBytes(msg); err != nil {
+			return err
+		}
+	}
+}
+
+func init() { mp.Register(benchPipeEcho) }
+
+// BenchmarkPipeRoundTrip sends a 64-byte message to a child process, which
+// sends it back; ns/op is one round trip. Its floor is
+// BenchmarkFutexPingPong (CPython's Pipe: 48 µs here).
+func BenchmarkPipeRoundTrip(b *testing.B) {
+	a, c, err := mp.Pipe(true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ready := mp.Must(mp.NewEvent())
+	p := startChild(b, ready, benchPipeEcho, c, ready)
+	ctx := context.Background()
+	msg := make([]byte, 64)
+	b.ResetTimer()
+	for range b.N {
+		if err := a.SendBytes(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.RecvBytes(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	a.Close()
+	joinChild(b, p)
 }

@@ -24,6 +24,10 @@ var (
 	// ErrUnencodable: a value cannot be sent to another process (a func, a
 	// chan, an unsafe.Pointer, or a struct holding one).
 	ErrUnencodable = codec.ErrUnencodable
+	// ErrCorrupt: a message read from a queue or a pipe is not a valid
+	// encoding of the type asked for (altered or truncated bytes, or a
+	// value of another type); the message is consumed.
+	ErrCorrupt = codec.ErrCorrupt
 	// ErrAlreadyStarted: Start was called twice.
 	ErrAlreadyStarted = errors.New("mp: already started")
 	// ErrNotStarted: Join, Terminate or Kill before Start.

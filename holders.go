@@ -86,3 +86,31 @@ func (t *holders) reclaim() int {
 	}
 	return total
 }
+
+// addFor adds d to the count of the process id (pid | start32<<32), if it
+// has an entry.
+func (t *holders) addFor(id uint64, d int32) {
+	pid32, start32 := uint32(id), uint32(id>>32)
+	for i := 0; i < holderSlots; i++ {
+		pid, start, held := t.entry(i)
+		if atomic.LoadUint32(pid) == pid32 && atomic.LoadUint32(start) == start32 {
+			atomic.AddUint32(held, uint32(d))
+			return
+		}
+	}
+}
+
+// total returns the sum of the positive counts of the table's entries,
+// dead processes included (reclaim removes those).
+func (t *holders) total() int {
+	n := 0
+	for i := 0; i < holderSlots; i++ {
+		pid, _, held := t.entry(i)
+		if p := atomic.LoadUint32(pid); p != 0 && p != reclaiming {
+			if h := int32(atomic.LoadUint32(held)); h > 0 {
+				n += int(h)
+			}
+		}
+	}
+	return n
+}

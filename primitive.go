@@ -23,6 +23,7 @@ const (
 	kindCondition
 	kindBarrier
 	kindQueue
+	kindConn
 )
 
 func (k kind) String() string {
@@ -41,6 +42,8 @@ func (k kind) String() string {
 		return "Barrier"
 	case kindQueue:
 		return "Queue"
+	case kindConn:
+		return "Conn"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }

@@ -371,6 +371,8 @@ func queueErr(err error) error {
 		return ErrClosed
 	case errors.Is(err, ring.ErrTooLarge):
 		return fmt.Errorf("%w: %v", ErrTooLarge, err)
+	case errors.Is(err, ring.ErrCorrupt):
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	return err
 }

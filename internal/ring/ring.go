@@ -104,6 +104,7 @@ type Ring struct {
 
 	getGate, putGate chan struct{}
 	getStuck         stuck
+	idle             func()
 	putStuck         stuck
 }
 
@@ -326,6 +327,7 @@ func (r *Ring) Put(ctx context.Context, msg []byte) error {
 			wait.Wake(r.notFull, 1)
 			return werr
 		}
+		r.runIdle()
 	}
 }
 
@@ -443,33 +445,84 @@ func (r *Ring) Get(ctx context.Context, dst []byte) ([]byte, error) {
 	if err != ErrEmpty {
 		return msg, err
 	}
+	if werr := r.waitGet(ctx, func() bool {
+		msg, err = r.TryGet(dst)
+		return err != ErrEmpty
+	}); werr != nil {
+		return nil, werr
+	}
+	return msg, err
+}
+
+// WaitReady blocks until a message is ready to be taken or the ring is
+// closed (and drained), without taking anything. It returns nil or ctx's
+// error. With several consumers, the message may be gone by the time the
+// caller tries to take it.
+func (r *Ring) WaitReady(ctx context.Context) error {
+	if r.Ready() {
+		return nil
+	}
+	return r.waitGet(ctx, r.Ready)
+}
+
+// Ready reports whether a Get would not block now: a message is ready at
+// the head, or the ring is closed and drained.
+func (r *Ring) Ready() bool {
+	isClosed := atomic.LoadUint32(r.closed) != 0
+	pos := atomic.LoadUint64(r.head)
+	st := atomic.LoadUint64(&r.cell(pos).state)
+	seq, owner := uint32(st), uint32(st>>32)
+	if seq == uint32(pos+1) && owner == 0 {
+		return true
+	}
+	return isClosed && r.Len() == 0
+}
+
+// waitGet parks the caller, as a blocked getter, until attempt reports
+// success or ctx ends. It returns ctx's error, or the caller's (nil: the
+// caller's attempt keeps its own result).
+func (r *Ring) waitGet(ctx context.Context, attempt func() bool) error {
 	for range spinTries {
 		runtime.Gosched()
-		if msg, err := r.TryGet(dst); err != ErrEmpty {
-			return msg, err
+		if attempt() {
+			return nil
 		}
 	}
 	select {
 	case r.getGate <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	defer func() { <-r.getGate }()
 	for {
 		v := atomic.LoadUint32(r.notEmpty)
 		atomic.AddUint32(r.getWaiter, 1)
-		msg, err := r.TryGet(dst)
-		if err != ErrEmpty {
+		if attempt() {
 			atomic.AddUint32(r.getWaiter, ^uint32(0))
-			return msg, err
+			return nil
 		}
 		werr := wait.Wait(ctx, r.notEmpty, v, poll)
 		atomic.AddUint32(r.getWaiter, ^uint32(0))
 		if werr != nil {
 			atomic.AddUint32(r.notEmpty, 1)
 			wait.Wake(r.notEmpty, 1)
-			return nil, werr
+			return werr
 		}
+		r.runIdle()
+	}
+}
+
+// SetIdle installs f, which blocked Gets, Puts and WaitReadys of this
+// handle call each time they wake without having succeeded (at least
+// every poll interval while they wait). It lets the owner of the handle
+// check for conditions the ring cannot see, such as a peer that died, and
+// Close the ring to end the wait. It must be called before the handle is
+// used concurrently.
+func (r *Ring) SetIdle(f func()) { r.idle = f }
+
+func (r *Ring) runIdle() {
+	if r.idle != nil {
+		r.idle()
 	}
 }
 

@@ -1,0 +1,372 @@
+package mp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/ring"
+)
+
+// PipeSize is how many messages a pipe holds in each direction before Send
+// blocks.
+const PipeSize = 1024
+
+// Conn is one end of a pipe made by Pipe: Python's multiprocessing
+// Connection. Messages keep their boundaries (an empty message is a
+// message) and arrive in the order they were sent.
+//
+// An end belongs to the processes that hold it: the one that made the
+// pipe, and every process that receives the end as an argument, inside a
+// struct, or through a queue or another pipe. When every holder of one end
+// has closed it or died, the other end's Recv returns the messages still
+// queued, then io.EOF, and its Send returns io.ErrClosedPipe. Python
+// programs must close, in the parent, the end they handed to a child for
+// this to work; here the parent's claim on an end passes to the first other
+// process that receives it, unless the parent uses that end itself (Send,
+// Recv or Poll), which keeps its claim until it calls Close.
+//
+// A holder that dies without closing is noticed by the other end's blocked
+// Recv, Send or Poll within about 50 ms. A Send that does not block is not
+// checked: like a write to a socket buffer, it succeeds while the pipe has
+// room.
+//
+// A Conn may be used by several goroutines at once (messages are then
+// shared out among the receivers). Up to 64 processes may hold each end.
+type Conn struct {
+	h          handle
+	end        int
+	recv, send *ring.Ring // nil for the direction a one-way end lacks
+	mine, peer *holders   // holders of this end and of the other
+
+	origin    bool        // made by Pipe, in the creating process
+	claimed   atomic.Bool // origin only: the implicit claim was made explicit
+	closed    atomic.Bool
+	lastCheck atomic.Int64 // unix nanoseconds of the last peer check
+}
+
+// Block layout of a pipe.
+const (
+	pRecv0    = 0  // u64: arena offset of the ring end 0 receives from
+	pRecv1    = 8  // u64: the ring end 1 receives from; 0 for a one-way pipe
+	pImplicit = 16 // u32 per end: the creator's claim on the end is implicit
+	pCreator  = 24 // u64: the creating process (pid | start32<<32)
+	pHolders  = 64 // holders of end 0, then of end 1
+	pSize     = pHolders + 2*holdersSize
+)
+
+// Pipe returns the two ends of a new pipe. With duplex, each end sends and
+// receives; otherwise the first end only receives and the second only
+// sends, as in Python. It fails only if shared memory is exhausted or Init
+// was not called.
+func Pipe(duplex bool) (*Conn, *Conn, error) {
+	h, err := alloc(kindConn, pSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, _ := treeArena()
+	r0, err := ring.New(a, PipeSize)
+	if err != nil {
+		a.Free(h.off)
+		return nil, nil, fmt.Errorf("mp: Pipe: %w", err)
+	}
+	atomic.StoreUint64(h.u64(pRecv0), uint64(r0))
+	if duplex {
+		r1, err := ring.New(a, PipeSize)
+		if err != nil {
+			a.Free(r0)
+			a.Free(h.off)
+			return nil, nil, fmt.Errorf("mp: Pipe: %w", err)
+		}
+		atomic.StoreUint64(h.u64(pRecv1), uint64(r1))
+	}
+	atomic.StoreUint64(h.u64(pCreator), self64())
+	var ends [2]*Conn
+	for i := range ends {
+		atomic.StoreUint32(h.u32(pImplicit+4*uintptr(i)), 1)
+		c, err := openConn(h, i)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.mine.add(1)
+		c.origin = true
+		ends[i] = c
+	}
+	return ends[0], ends[1], nil
+}
+
+func openConn(h handle, end int) (*Conn, error) {
+	c := new(Conn)
+	return c, c.open(h, end)
+}
+
+// open initializes c, a Conn not yet in use, as end of the pipe h.
+func (c *Conn) open(h handle, end int) error {
+	a, err := treeArena()
+	if err != nil {
+		return err
+	}
+	c.h, c.end = h, end
+	c.mine = &holders{base: unsafe.Add(h.base, pHolders+end*holdersSize)}
+	c.peer = &holders{base: unsafe.Add(h.base, pHolders+(1-end)*holdersSize)}
+	open := func(off uint64) (*ring.Ring, error) {
+		if off == 0 {
+			return nil, nil
+		}
+		r, err := ring.Open(a, shmOffset(off))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidHandle, err)
+		}
+		r.SetIdle(c.checkPeer)
+		return r, nil
+	}
+	offs := [2]uint64{atomic.LoadUint64(h.u64(pRecv0)), atomic.LoadUint64(h.u64(pRecv1))}
+	if offs[0] == 0 {
+		return fmt.Errorf("%w: not a pipe", ErrInvalidHandle)
+	}
+	if c.recv, err = open(offs[end]); err != nil {
+		return err
+	}
+	c.send, err = open(offs[1-end])
+	return err
+}
+
+// Send encodes v and sends it, blocking while the pipe is full. It returns
+// an error wrapping ErrUnencodable or ErrTooLarge (nothing is sent),
+// io.ErrClosedPipe if every holder of the other end has closed it or died,
+// ErrClosed after Close, or an error wrapping ErrNotSupported on the
+// receiving end of a one-way pipe.
+func (c *Conn) Send(v any) error {
+	if err := c.ready(c.send, "Send"); err != nil {
+		return err
+	}
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	msg, err := codec.AppendMarshal((*bp)[:0], v)
+	if err != nil {
+		return fmt.Errorf("mp: Send: %w", err)
+	}
+	*bp = msg[:0]
+	return c.put(msg)
+}
+
+// SendBytes sends b as it is, as one message (Python's send_bytes); the
+// other end reads it with RecvBytes. Its errors are those of Send.
+func (c *Conn) SendBytes(b []byte) error {
+	if err := c.ready(c.send, "SendBytes"); err != nil {
+		return err
+	}
+	return c.put(b)
+}
+
+func (c *Conn) put(msg []byte) error {
+	c.h.loc.raceRelease()
+	if err := c.send.Put(context.Background(), msg); err != nil {
+		if errors.Is(err, ring.ErrClosed) {
+			return io.ErrClosedPipe
+		}
+		return queueErr(err)
+	}
+	return nil
+}
+
+// Recv waits for the next message, until ctx ends, and decodes it into
+// the value v points to, which must have the type that was sent (or a
+// compatible one, as for encoding/json). It returns nil, ctx.Err(), io.EOF
+// once every holder of the other end has closed it or died and no message
+// is left, ErrClosed after Close, an error wrapping ErrCorrupt for a
+// message that is not a valid encoding of v's type (the message is
+// consumed), an error wrapping ErrBadArguments if v is not a non-nil
+// pointer, or an error wrapping ErrNotSupported on the sending end of a
+// one-way pipe. Close does not interrupt a Recv in progress: cancel its
+// context.
+func (c *Conn) Recv(ctx context.Context, v any) error {
+	if rv := reflect.ValueOf(v); rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("%w: Recv needs a non-nil pointer, not %T", ErrBadArguments, v)
+	}
+	if err := c.ready(c.recv, "Recv"); err != nil {
+		return err
+	}
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	msg, err := c.get(ctx, (*bp)[:0])
+	if err != nil {
+		return err
+	}
+	*bp = msg[:0]
+	if err := codec.Unmarshal(msg, v); err != nil {
+		return fmt.Errorf("mp: Recv: %w", err)
+	}
+	return nil
+}
+
+// RecvBytes waits for the next message, until ctx ends, and returns it as
+// it was sent (Python's recv_bytes). Its errors are those of Recv.
+func (c *Conn) RecvBytes(ctx context.Context) ([]byte, error) {
+	if err := c.ready(c.recv, "RecvBytes"); err != nil {
+		return nil, err
+	}
+	msg, err := c.get(ctx, nil)
+	if msg == nil && err == nil {
+		msg = []byte{}
+	}
+	return msg, err
+}
+
+func (c *Conn) get(ctx context.Context, dst []byte) ([]byte, error) {
+	msg, err := c.recv.Get(ctx, dst)
+	if err != nil {
+		if errors.Is(err, ring.ErrClosed) {
+			return nil, io.EOF
+		}
+		return nil, queueErr(err)
+	}
+	c.h.loc.raceAcquire()
+	return msg, nil
+}
+
+// Poll reports whether a Recv would not block: a message is waiting, or the
+// other end is gone (Recv returns io.EOF). It waits until that is so or ctx
+// ends, returning false and ctx.Err() then; with a ctx that is already
+// done it does not wait. It returns ErrClosed after Close and an error
+// wrapping ErrNotSupported on the sending end of a one-way pipe.
+func (c *Conn) Poll(ctx context.Context) (bool, error) {
+	if err := c.ready(c.recv, "Poll"); err != nil {
+		return false, err
+	}
+	if c.recv.Ready() {
+		return true, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if err := c.recv.WaitReady(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Close gives up this process's hold on the end; when no process holds it
+// any more, the other end sees io.EOF (after the messages already sent)
+// and io.ErrClosedPipe. Further calls on c return ErrClosed. Closing twice
+// does nothing.
+func (c *Conn) Close() error {
+	c.check()
+	if c.closed.Swap(true) {
+		return nil
+	}
+	implicit := c.h.u32(pImplicit + 4*uintptr(c.end))
+	switch {
+	case c.origin && !c.claimed.Load():
+		// This process's claim is still the implicit one, unless another
+		// process has already taken it over.
+		if atomic.CompareAndSwapUint32(implicit, 1, 0) {
+			c.mine.add(-1)
+		}
+	default:
+		c.mine.add(-1)
+	}
+	if c.mine.total() == 0 {
+		c.shut()
+	}
+	return nil
+}
+
+// shut closes both directions: the end that made no one hold it, or whose
+// peer is gone, can neither be sent to nor receive any more.
+func (c *Conn) shut() {
+	if c.recv != nil {
+		c.recv.Close()
+	}
+	if c.send != nil {
+		c.send.Close()
+	}
+}
+
+// checkPeer runs while a call on c is blocked: if every holder of the
+// other end is dead (or has closed it), it shuts the pipe so the call
+// ends. It looks at /proc, so at most once per 50 ms.
+func (c *Conn) checkPeer() {
+	now := time.Now().UnixNano()
+	last := c.lastCheck.Load()
+	if now-last < int64(50*time.Millisecond) || !c.lastCheck.CompareAndSwap(last, now) {
+		return
+	}
+	c.peer.reclaim()
+	if c.peer.total() == 0 {
+		c.shut()
+	}
+}
+
+// ready checks that c may be used for a call that needs r, and makes an
+// implicit claim explicit on first use.
+func (c *Conn) ready(r *ring.Ring, op string) error {
+	c.check()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if r == nil {
+		return fmt.Errorf("%w: %s on the wrong end of a one-way pipe", ErrNotSupported, op)
+	}
+	if c.origin && !c.claimed.Load() {
+		c.claim()
+	}
+	return nil
+}
+
+func (c *Conn) claim() {
+	if c.claimed.Swap(true) {
+		return
+	}
+	if !atomic.CompareAndSwapUint32(c.h.u32(pImplicit+4*uintptr(c.end)), 1, 0) {
+		// Another process took the end over: hold it again.
+		c.mine.add(1)
+	}
+}
+
+func (c *Conn) check() {
+	if c == nil || !c.h.valid() {
+		panic(fmt.Errorf("%w: a Conn must be made with Pipe", ErrInvalidHandle))
+	}
+}
+
+// MarshalBinary encodes the end's handle, so that c can be passed to
+// another process.
+func (c *Conn) MarshalBinary() ([]byte, error) {
+	b, err := c.h.marshal()
+	if err != nil {
+		return nil, err
+	}
+	return append(b, byte(c.end)), nil
+}
+
+// UnmarshalBinary makes c an end of the pipe that data encodes, held by
+// this process (see Conn). It fails with ErrInvalidHandle if data is not
+// the handle of a pipe's end.
+func (c *Conn) UnmarshalBinary(data []byte) error {
+	if len(data) != handleLen+1 || data[handleLen] > 1 {
+		return fmt.Errorf("%w: not a Conn", ErrInvalidHandle)
+	}
+	var h handle
+	if err := h.unmarshal(kindConn, data[:handleLen]); err != nil {
+		return err
+	}
+	end := int(data[handleLen])
+	if err := c.open(h, end); err != nil {
+		return err
+	}
+	c.mine.add(1)
+	if creator := atomic.LoadUint64(h.u64(pCreator)); creator != self64() &&
+		atomic.CompareAndSwapUint32(h.u32(pImplicit+4*uintptr(end)), 1, 0) {
+		// The creator handed this end on without using it: its claim
+		// passes to this process.
+		c.mine.addFor(creator, -1)
+	}
+	return nil
+}

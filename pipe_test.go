@@ -1,0 +1,442 @@
+package mp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/multiproc/mp"
+)
+
+type note struct {
+	From string
+	Seq  int
+	Tags []string
+}
+
+// echo sends back every message it receives, until EOF.
+func echo(c *mp.Conn) error {
+	for {
+		var n note
+		err := c.Recv(context.Background(), &n)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n.From = "child"
+		if err := c.Send(n); err != nil {
+			return err
+		}
+	}
+}
+
+// recvForever blocks in Recv, having told the test it holds the end.
+func recvForever(c *mp.Conn, ready *mp.Event) error {
+	ready.Set()
+	var v int
+	return c.Recv(context.Background(), &v)
+}
+
+// sendThenExit sends n numbers and returns without closing its end.
+func sendThenExit(c *mp.Conn, n int) error {
+	for i := 0; i < n; i++ {
+		if err := c.Send(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connFromQueue takes an end from a queue and sends a greeting on it.
+func connFromQueue(q *mp.Queue[*mp.Conn]) error {
+	c, err := q.Get(context.Background())
+	if err != nil {
+		return err
+	}
+	return c.Send("hello through a queue")
+}
+
+func init() { mp.Register(echo, recvForever, sendThenExit, connFromQueue) }
+
+func pipe(t *testing.T, duplex bool) (*mp.Conn, *mp.Conn) {
+	t.Helper()
+	a, b, err := mp.Pipe(duplex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func within(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestPipeEchoAcrossProcesses(t *testing.T) {
+	a, b := pipe(t, true)
+	p := mp.NewProcess(echo, b)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := within(t)
+	for i := 0; i < 1000; i++ {
+		if err := a.Send(note{From: "parent", Seq: i, Tags: []string{fmt.Sprint(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		var got note
+		if err := a.Recv(ctx, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.From != "child" || got.Seq != i || len(got.Tags) != 1 || got.Tags[0] != fmt.Sprint(i) {
+			t.Fatalf("round trip %d: got %+v", i, got)
+		}
+	}
+	// The parent never used b, so its claim passed to the child: closing
+	// a is enough for the child to see EOF and end.
+	a.Close()
+	if err := join(t, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPipeBoundariesAndEmptyMessages(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	defer b.Close()
+	ctx := within(t)
+	msgs := [][]byte{{}, []byte("x"), {}, make([]byte, 5000), []byte("end")}
+	for _, m := range msgs {
+		if err := a.SendBytes(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range msgs {
+		got, err := b.RecvBytes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == nil || string(got) != string(want) {
+			t.Fatalf("message %d: got %d bytes (nil %v), want %d", i, len(got), got == nil, len(want))
+		}
+	}
+	// Typed values, including an empty string and a zero struct.
+	for _, v := range []any{"", 0, note{}, []int{1, 2}} {
+		if err := b.Send(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s string
+	var n int
+	var nt note
+	var is []int
+	for _, p := range []any{&s, &n, &nt, &is} {
+		if err := a.Recv(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s != "" || n != 0 || nt.From != "" || len(is) != 2 || is[1] != 2 {
+		t.Fatalf("typed values: %q %d %+v %v", s, n, nt, is)
+	}
+}
+
+func TestPipeOneWay(t *testing.T) {
+	r, w := pipe(t, false)
+	defer r.Close()
+	defer w.Close()
+	if err := r.Send(1); !errors.Is(err, mp.ErrNotSupported) {
+		t.Fatalf("Send on the receiving end = %v", err)
+	}
+	var v int
+	if err := w.Recv(context.Background(), &v); !errors.Is(err, mp.ErrNotSupported) {
+		t.Fatalf("Recv on the sending end = %v", err)
+	}
+	if _, err := w.Poll(context.Background()); !errors.Is(err, mp.ErrNotSupported) {
+		t.Fatalf("Poll on the sending end = %v", err)
+	}
+	if err := w.Send(7); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Recv(within(t), &v); err != nil || v != 7 {
+		t.Fatalf("Recv = %d, %v", v, err)
+	}
+}
+
+func TestPipeCloseGivesEOF(t *testing.T) {
+	a, b := pipe(t, true)
+	ctx := within(t)
+	if err := a.Send(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Send(2); err != nil {
+		t.Fatal(err)
+	}
+	// A Recv blocked in another goroutine must see the close too.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var blockedErr error
+	go func() {
+		defer wg.Done()
+		var v int
+		blockedErr = a.Recv(ctx, &v)
+	}()
+	b.Close()
+	wg.Wait()
+	if blockedErr != io.EOF {
+		t.Fatalf("blocked Recv after peer Close = %v, want io.EOF", blockedErr)
+	}
+	if err := a.Send(3); err != io.ErrClosedPipe {
+		t.Fatalf("Send after peer Close = %v, want io.ErrClosedPipe", err)
+	}
+	var v int
+	if err := b.Recv(ctx, &v); !errors.Is(err, mp.ErrClosed) {
+		t.Fatalf("Recv on a closed Conn = %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+	a.Close()
+}
+
+func TestPipeDrainsBeforeEOF(t *testing.T) {
+	a, b := pipe(t, false)
+	p := mp.NewProcess(sendThenExit, b, 100)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := join(t, p); err != nil {
+		t.Fatal(err)
+	}
+	// The child exited without closing: everything it sent is still
+	// delivered, then EOF.
+	ctx := within(t)
+	for i := 0; i < 100; i++ {
+		var v int
+		if err := a.Recv(ctx, &v); err != nil || v != i {
+			t.Fatalf("Recv %d = %d, %v", i, v, err)
+		}
+	}
+	var v int
+	if err := a.Recv(ctx, &v); err != io.EOF {
+		t.Fatalf("Recv after the last message = %v, want io.EOF", err)
+	}
+	if ok, err := a.Poll(ctx); !ok || err != nil {
+		t.Fatalf("Poll at EOF = %v, %v; want true", ok, err)
+	}
+	a.Close()
+}
+
+func TestPipePeerKilled(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	ready := mp.Must(mp.NewEvent())
+	p := mp.NewProcess(recvForever, b, ready)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ready.Wait(within(t)); err != nil {
+		t.Fatal(err)
+	}
+	// The parent is blocked in Recv, and separately fills the pipe so that
+	// a Send blocks, when the child dies.
+	recvDone := make(chan error, 1)
+	go func() {
+		var v int
+		recvDone <- a.Recv(within(t), &v)
+	}()
+	p.Kill()
+	join(t, p)
+	if err := <-recvDone; err != io.EOF {
+		t.Fatalf("Recv from a killed peer = %v, want io.EOF", err)
+	}
+	var err error
+	for i := 0; i <= mp.PipeSize && err == nil; i++ {
+		err = a.Send(i)
+	}
+	if err != io.ErrClosedPipe {
+		t.Fatalf("Send to a killed peer = %v, want io.ErrClosedPipe", err)
+	}
+}
+
+func TestPipeSendBlocksUntilPeerDies(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	ready := mp.Must(mp.NewEvent())
+	p := mp.NewProcess(recvForever, b, ready)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ready.Wait(within(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the pipe: the child takes at most one message.
+	for i := 0; i < mp.PipeSize; i++ {
+		if err := a.Send(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Whether this Send is already blocked or not when the child dies, it
+	// must end with io.ErrClosedPipe.
+	sent := make(chan error, 1)
+	go func() {
+		var err error
+		for err == nil {
+			err = a.Send(-1)
+		}
+		sent <- err
+	}()
+	p.Kill()
+	join(t, p)
+	if err := <-sent; err != io.ErrClosedPipe {
+		t.Fatalf("blocked Send to a killed peer = %v, want io.ErrClosedPipe", err)
+	}
+}
+
+func TestPipePoll(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	defer b.Close()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if ok, err := b.Poll(done); ok || err != context.Canceled {
+		t.Fatalf("Poll of an empty pipe with a done context = %v, %v", ok, err)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	if ok, err := b.Poll(short); ok || err != context.DeadlineExceeded {
+		t.Fatalf("Poll of an empty pipe = %v, %v", ok, err)
+	}
+	go a.Send("later")
+	if ok, err := b.Poll(within(t)); !ok || err != nil {
+		t.Fatalf("Poll with a message coming = %v, %v", ok, err)
+	}
+	// Poll does not consume.
+	var s string
+	if err := b.Recv(within(t), &s); err != nil || s != "later" {
+		t.Fatalf("Recv after Poll = %q, %v", s, err)
+	}
+}
+
+func TestPipeBadInput(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	defer b.Close()
+	ctx := within(t)
+	if err := a.Send(func() {}); !errors.Is(err, mp.ErrUnencodable) {
+		t.Fatalf("Send of a func = %v", err)
+	}
+	if err := a.SendBytes(make([]byte, mp.MaxMessage+1)); !errors.Is(err, mp.ErrTooLarge) {
+		t.Fatalf("SendBytes of an oversized message = %v", err)
+	}
+	var v int
+	if err := b.Recv(ctx, v); !errors.Is(err, mp.ErrBadArguments) {
+		t.Fatalf("Recv into a non-pointer = %v", err)
+	}
+	if err := a.SendBytes([]byte{0xff, 0x00, 0x13}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Send("text"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Recv(ctx, &v); !errors.Is(err, mp.ErrCorrupt) {
+		t.Fatalf("Recv of garbage = %v, want ErrCorrupt", err)
+	}
+	if err := b.Recv(ctx, &v); !errors.Is(err, mp.ErrCorrupt) {
+		t.Fatalf("Recv of a string into an int = %v, want ErrCorrupt", err)
+	}
+	// The pipe is still usable.
+	if err := a.Send(5); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Recv(ctx, &v); err != nil || v != 5 {
+		t.Fatalf("Recv after bad messages = %d, %v", v, err)
+	}
+	var zero mp.Conn
+	if err := zero.UnmarshalBinary([]byte("garbage")); !errors.Is(err, mp.ErrInvalidHandle) {
+		t.Fatalf("UnmarshalBinary of garbage = %v", err)
+	}
+}
+
+func TestPipeThroughQueue(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	q := mp.Must(mp.NewQueue[*mp.Conn](1))
+	p := mp.NewProcess(connFromQueue, q)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Put(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	var s string
+	if err := a.Recv(within(t), &s); err != nil || s != "hello through a queue" {
+		t.Fatalf("Recv = %q, %v", s, err)
+	}
+	if err := join(t, p); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := a.Recv(within(t), &v); err != io.EOF {
+		t.Fatalf("Recv after the child exited = %v, want io.EOF", err)
+	}
+}
+
+func TestPipeManyGoroutines(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	defer b.Close()
+	const senders, each = 8, 500
+	ctx := within(t)
+	var wg sync.WaitGroup
+	for s := 0; s < senders; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if err := a.Send([2]int{s, i}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	var mu sync.Mutex
+	next := make([]int, senders)
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				var m [2]int
+				if err := b.Recv(ctx, &m); err != nil {
+					if err != io.EOF {
+						t.Error(err)
+					}
+					return
+				}
+				mu.Lock()
+				next[m[0]]++
+				mu.Unlock()
+			}
+		}()
+	}
+	eventually(t, "every message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range next {
+			if n != each {
+				return false
+			}
+		}
+		return true
+	})
+	a.Close()
+	wg.Wait()
+}
