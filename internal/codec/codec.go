@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -522,4 +523,57 @@ func decodeArg(data []byte, t reflect.Type) (reflect.Value, []byte, error) {
 		return p.Elem(), data[end:], nil
 	}
 	return reflect.Value{}, nil, fmt.Errorf("%w: unknown tag %#02x", ErrCorrupt, tag)
+}
+
+// Framing without copies, for carriers that can write a message in two
+// parts (a header, then the payload) and that hand the receiver a buffer
+// it owns: the encoding of a []byte or a string is a one-byte header and
+// the raw bytes, so the payload need not be copied into an encoding buffer
+// first, nor out of the received buffer after.
+var (
+	hdrBytes    = []byte{tagBytes}
+	hdrNilBytes = []byte{tagNilBytes}
+	hdrString   = []byte{tagString}
+)
+
+// BytesHeader returns the header that, followed by b, is Marshal(b). The
+// caller must not modify it.
+func BytesHeader(b []byte) []byte {
+	if b == nil {
+		return hdrNilBytes
+	}
+	return hdrBytes
+}
+
+// StringHeader returns the header that, followed by the bytes of a string,
+// is the Marshal of that string. The caller must not modify it.
+func StringHeader() []byte { return hdrString }
+
+// AdoptBytes returns the []byte that data encodes, as a subslice of data
+// when it was encoded raw (data must then not be used otherwise by the
+// caller). ok is false if data holds anything else: decode it with
+// Unmarshal.
+func AdoptBytes(data []byte) (b []byte, ok bool) {
+	if len(data) == 0 || len(data) > MaxMessage {
+		return nil, false
+	}
+	switch {
+	case data[0] == tagBytes:
+		return data[1:len(data):len(data)], true
+	case data[0] == tagNilBytes && len(data) == 1:
+		return nil, true
+	}
+	return nil, false
+}
+
+// AdoptString is AdoptBytes for strings: the string shares data's memory,
+// which the caller must never modify afterwards.
+func AdoptString(data []byte) (s string, ok bool) {
+	if len(data) < 2 || data[0] != tagString || len(data) > MaxMessage {
+		if len(data) == 1 && data[0] == tagString {
+			return "", true
+		}
+		return "", false
+	}
+	return unsafe.String(&data[1], len(data)-1), true
 }

@@ -13,14 +13,25 @@
 //	8   len    uint32  message length
 //	12  flags  uint32  out of line, skip
 //	16  ool    uint64  offset of the out-of-line block, 0 if none
-//	24  (reserved)
+//	24  spare  uint64  offset of a block kept for the next message, 0 if none
 //	32  payload: cellSize-32 bytes of inline message
 //
 // Messages that fit the payload are copied inline; larger ones are copied
 // by the producer into a block it allocates from the arena once it has
 // claimed a cell, recording the block in the cell at once (so a producer
 // killed at any point leaks nothing, and one blocked on a full ring holds
-// no block), and freed by the consumer after copying out. The cell size is chosen at New (NewSized):
+// no block), and given back by the consumer after copying out. Given
+// back means kept in the cell as its spare, for the next message written
+// there, if the block is at most 64 KiB, the cell has no spare yet and the
+// ring's spares total at most 8 MiB; freed otherwise. A producer that
+// needs a block takes the cell's spare if it is big enough (and frees it if
+// not): for messages of a few KiB, this saves the two arena operations per
+// message that were most of the cost of an out-of-line message. Trim (and
+// Close) free the spares; a producer whose allocation fails for want of
+// space trims its ring and tries again. A spare is swapped out of its word
+// before it is used or freed, and a consumer swaps ool to 0 before it keeps
+// the block as the spare, so no block is ever recorded twice; a process
+// killed in between leaks it. The cell size is chosen at New (NewSized):
 // a ring meant for 4 KiB messages should have cells big enough to hold them
 // inline, which avoids three arena lock acquisitions per message.
 //

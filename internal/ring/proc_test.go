@@ -63,7 +63,7 @@ func TestProcesses(t *testing.T) {
 					}
 				}
 			}
-			if s := a.Stats(); s.Allocs != 1 || r.Lost() != 0 || r.Skipped() != 0 {
+			if s := statsTrimmed(a, r); s.Allocs != 1 || r.Lost() != 0 || r.Skipped() != 0 {
 				t.Fatalf("allocations %d (want 1), lost %d, skipped %d", s.Allocs, r.Lost(), r.Skipped())
 			}
 		})
@@ -126,7 +126,7 @@ func TestKillAtPoints(t *testing.T) {
 				t.Fatalf("skipped %d lost %d, want 1 0", r.Skipped(), r.Lost())
 			}
 			checkWorks(t, r)
-			if got := a.Stats().Allocs; got != 1+c.leaked {
+			if got := statsTrimmed(a, r).Allocs; got != 1+c.leaked {
 				t.Fatalf("%d allocations, want %d", got, 1+c.leaked)
 			}
 		})
@@ -171,7 +171,7 @@ func TestKillAtPoints(t *testing.T) {
 				t.Fatalf("lost %d skipped %d, want 1 0", r.Lost(), r.Skipped())
 			}
 			checkWorks(t, r)
-			if got := a.Stats().Allocs; got != 1+c.leaked {
+			if got := statsTrimmed(a, r).Allocs; got != 1+c.leaked {
 				t.Fatalf("%d allocations, want %d", got, 1+c.leaked)
 			}
 		})
@@ -217,8 +217,8 @@ func TestKillAtPoints(t *testing.T) {
 		if n := r.Reclaim(); n != 1 || r.Lost() != 1 {
 			t.Fatalf("reclaimed %d, lost %d", n, r.Lost())
 		}
-		if a.Stats().Allocs != 1 {
-			t.Fatalf("%d allocations", a.Stats().Allocs)
+		if statsTrimmed(a, r).Allocs != 1 {
+			t.Fatalf("%d allocations", statsTrimmed(a, r).Allocs)
 		}
 	})
 }
@@ -336,7 +336,7 @@ func TestKillProducersRandom(t *testing.T) {
 	for _, n := range next {
 		total += n
 	}
-	s := a.Stats()
+	s := statsTrimmed(a, r)
 	t.Logf("%d rounds, %d producers killed, %d messages delivered, %d puts skipped, %d blocks leaked",
 		rounds, killed, total, r.Skipped(), s.Allocs-1)
 	if r.Skipped() > killed || r.Lost() != 0 {
@@ -452,7 +452,7 @@ func TestKillConsumersRandom(t *testing.T) {
 	if r.Skipped() != 0 {
 		t.Fatalf("skipped %d", r.Skipped())
 	}
-	if s := a.Stats(); s.Allocs-1 > killed {
+	if s := statsTrimmed(a, r); s.Allocs-1 > killed {
 		t.Fatalf("%d blocks leaked by %d killed consumers", s.Allocs-1, killed)
 	}
 }

@@ -53,6 +53,7 @@ const (
 	hdrClosed     = 16 // uint32
 	hdrLost       = 24
 	hdrSkipped    = 32
+	hdrSpare      = 40 // uint64: bytes of the blocks kept as spares
 	hdrTail       = 64
 	hdrHead       = 128
 	hdrNotEmpty   = 192 // uint32 futex word
@@ -71,6 +72,11 @@ const (
 	poll = 50 * time.Millisecond
 	// Spinning before parking: tries with runtime.Gosched in between.
 	spinTries = 200
+
+	// Out-of-line blocks of up to spareMax bytes are kept in their cell
+	// for the next message, up to spareBudget bytes per ring.
+	spareMax    = 64 << 10
+	spareBudget = 8 << 20
 )
 
 // cell is the fixed part of a cell; the inline payload follows it.
@@ -79,7 +85,7 @@ type cell struct {
 	len   uint32
 	flags uint32
 	ool   uint64
-	_     uint64
+	spare uint64
 }
 
 // Ring is a process's handle on a ring in the arena. Its methods may be
@@ -90,6 +96,7 @@ type Ring struct {
 
 	tail, head          *uint64
 	lost, skipped       *uint64
+	spare               *uint64
 	closed              *uint32
 	notEmpty, getWaiter *uint32
 	notFull, putWaiter  *uint32
@@ -176,6 +183,7 @@ func Open(a *shm.Arena, off shm.Offset) (*Ring, error) {
 		head:      u64(hdrHead),
 		lost:      u64(hdrLost),
 		skipped:   u64(hdrSkipped),
+		spare:     u64(hdrSpare),
 		closed:    u32(hdrClosed),
 		notEmpty:  u32(hdrNotEmpty),
 		getWaiter: u32(hdrGetWaiters),
@@ -235,6 +243,7 @@ func (r *Ring) Close() {
 	atomic.AddUint32(r.notFull, 1)
 	wait.Wake(r.notEmpty, math.MaxInt32)
 	wait.Wake(r.notFull, math.MaxInt32)
+	r.Trim()
 }
 
 func (r *Ring) cell(pos uint64) *cell {
@@ -260,13 +269,17 @@ const (
 // TryPut queues msg if there is room, without blocking. It returns nil,
 // ErrFull, ErrClosed, ErrTooLarge, or an error wrapping shm.ErrNoSpace if
 // the message is too long to be inline and the arena has no room for it.
-func (r *Ring) TryPut(msg []byte) error {
-	if len(msg) > MaxMessage {
-		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(msg), MaxMessage)
+func (r *Ring) TryPut(msg []byte) error { return r.TryPutPair(msg, nil) }
+
+// TryPutPair is TryPut of the message head followed by body, without
+// joining them first.
+func (r *Ring) TryPutPair(head, body []byte) error {
+	if len(head)+len(body) > MaxMessage {
+		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(head)+len(body), MaxMessage)
 	}
-	s, pos, st, err := r.tryPut(msg)
+	s, pos, st, err := r.tryPut(head, body)
 	if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
-		s, _, _, err = r.tryPut(msg)
+		s, _, _, err = r.tryPut(head, body)
 	}
 	switch s {
 	case done:
@@ -279,14 +292,18 @@ func (r *Ring) TryPut(msg []byte) error {
 
 // Put queues msg, blocking while the ring is full. It returns nil, ctx's
 // error, or the errors of TryPut except ErrFull.
-func (r *Ring) Put(ctx context.Context, msg []byte) error {
-	if len(msg) > MaxMessage {
-		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(msg), MaxMessage)
+func (r *Ring) Put(ctx context.Context, msg []byte) error { return r.PutPair(ctx, msg, nil) }
+
+// PutPair is Put of the message head followed by body, without joining
+// them first.
+func (r *Ring) PutPair(ctx context.Context, head, body []byte) error {
+	if len(head)+len(body) > MaxMessage {
+		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(head)+len(body), MaxMessage)
 	}
 	attempt := func() (bool, error) {
-		s, pos, st, err := r.tryPut(msg)
+		s, pos, st, err := r.tryPut(head, body)
 		if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
-			s, _, _, err = r.tryPut(msg)
+			s, _, _, err = r.tryPut(head, body)
 		}
 		switch s {
 		case done:
@@ -331,7 +348,7 @@ func (r *Ring) Put(ctx context.Context, msg []byte) error {
 	}
 }
 
-// tryPut makes one attempt at queueing msg. It returns done (with an error
+// tryPut makes one attempt at queueing the message head+body. It returns done (with an error
 // if the out-of-line block could not be allocated: the cell was given back
 // as a skip), closed, full, or busy when the ring is full because of a
 // claimed cell of the previous lap, with that cell's position and state.
@@ -341,7 +358,8 @@ func (r *Ring) Put(ctx context.Context, msg []byte) error {
 // away: a producer killed while holding the cell leaks nothing (bar the
 // few instructions between the allocator's commit and the record), and one
 // blocked on a full ring holds no block.
-func (r *Ring) tryPut(msg []byte) (status, uint64, uint64, error) {
+func (r *Ring) tryPut(head, body []byte) (status, uint64, uint64, error) {
+	n := len(head) + len(body)
 	pos := atomic.LoadUint64(r.tail)
 	for {
 		c := r.cell(pos)
@@ -360,22 +378,22 @@ func (r *Ring) tryPut(msg []byte) (status, uint64, uint64, error) {
 			hook(hookPutClaimed)
 			atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
 			var err error
-			c.len = uint32(len(msg))
-			if len(msg) > r.inline {
+			c.len = uint32(n)
+			if n > r.inline {
 				c.flags = flagOOL
 				var off shm.Offset
-				if off, err = r.a.Alloc(len(msg)); err == nil {
-					atomic.StoreUint64(&c.ool, uint64(off))
-					copy(r.a.Bytes(off, len(msg)), msg)
+				if off, err = r.oolBlock(c, n); err == nil {
+					copy(r.a.Bytes(off, n)[copy(r.a.Bytes(off, n), head):], body)
 				} else {
-					err = fmt.Errorf("ring: out-of-line message of %d bytes: %w", len(msg), err)
+					err = fmt.Errorf("ring: out-of-line message of %d bytes: %w", n, err)
 					c.flags = flagSkip
 					atomic.StoreUint64(&c.ool, 0)
 				}
 			} else {
 				c.flags = 0
 				atomic.StoreUint64(&c.ool, 0) // 0 already, unless the cell was corrupt
-				copy(r.payload(c), msg)
+				p := r.payload(c)
+				copy(p[copy(p, head):], body)
 			}
 			hook(hookPutWritten)
 			s := done
@@ -421,9 +439,18 @@ func (r *Ring) tryPut(msg []byte) (status, uint64, uint64, error) {
 // TryGet takes the next message without blocking and returns it appended
 // to dst[:0]. It returns ErrEmpty if no message is ready, ErrClosed if the
 // ring is closed and drained, or an error wrapping ErrCorrupt.
-func (r *Ring) TryGet(dst []byte) ([]byte, error) {
+func (r *Ring) TryGet(dst []byte) ([]byte, error) { return r.TryGetWith(dst, nil) }
+
+// CopyOut copies a message out of shared memory: it is given the message
+// in place, valid only until it returns (and which a faulty process could
+// be writing to, so it must not trust it twice), and dst, and returns what
+// Get is to return. Nil means append(dst[:0], msg...).
+type CopyOut func(dst, msg []byte) []byte
+
+// TryGetWith is TryGet with the message copied out by copyOut.
+func (r *Ring) TryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 	for {
-		msg, s, pos, st, err := r.tryGet(dst)
+		msg, s, pos, st, err := r.tryGet(dst, copyOut)
 		if s == busy && r.getStuck.due(pos, st) && r.recoverGet(pos, st) {
 			continue
 		}
@@ -441,12 +468,17 @@ func (r *Ring) TryGet(dst []byte) ([]byte, error) {
 // returns it appended to dst[:0]. It returns ctx's error, ErrClosed once the
 // ring is closed and drained, or an error wrapping ErrCorrupt.
 func (r *Ring) Get(ctx context.Context, dst []byte) ([]byte, error) {
-	msg, err := r.TryGet(dst)
+	return r.GetWith(ctx, dst, nil)
+}
+
+// GetWith is Get with the message copied out by copyOut.
+func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte, error) {
+	msg, err := r.TryGetWith(dst, copyOut)
 	if err != ErrEmpty {
 		return msg, err
 	}
 	if werr := r.waitGet(ctx, func() bool {
-		msg, err = r.TryGet(dst)
+		msg, err = r.TryGetWith(dst, copyOut)
 		return err != ErrEmpty
 	}); werr != nil {
 		return nil, werr
@@ -528,7 +560,7 @@ func (r *Ring) runIdle() {
 
 // tryGet makes one attempt at taking a message. When the cell at head is
 // being written, it returns busy with its position and state.
-func (r *Ring) tryGet(dst []byte) ([]byte, status, uint64, uint64, error) {
+func (r *Ring) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint64, error) {
 	isClosed := atomic.LoadUint32(r.closed) != 0
 	pos := atomic.LoadUint64(r.head)
 	for {
@@ -544,7 +576,7 @@ func (r *Ring) tryGet(dst []byte) ([]byte, status, uint64, uint64, error) {
 			}
 			hook(hookGetClaimed)
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
-			msg, skip, err := r.read(c, dst)
+			msg, skip, err := r.read(c, dst, copyOut)
 			hook(hookGetFreed)
 			atomic.StoreUint64(&c.state, mkState(uint32(pos+r.capacity), 0)) // FREE, next lap
 			r.wakePutter()
@@ -588,7 +620,7 @@ func (r *Ring) wakePutter() {
 
 // read copies the message of a cell this process has claimed, validating
 // everything it reads, and frees its out-of-line block.
-func (r *Ring) read(c *cell, dst []byte) (msg []byte, skip bool, err error) {
+func (r *Ring) read(c *cell, dst []byte, copyOut CopyOut) (msg []byte, skip bool, err error) {
 	n, flags := c.len, c.flags
 	if dst == nil {
 		dst = []byte{}
@@ -600,7 +632,7 @@ func (r *Ring) read(c *cell, dst []byte) (msg []byte, skip bool, err error) {
 		if int64(n) > int64(r.inline) {
 			return nil, false, fmt.Errorf("%w: inline length %d, cells hold %d", ErrCorrupt, n, r.inline)
 		}
-		return append(dst[:0], r.payload(c)[:n]...), false, nil
+		return copyOut.run(dst, r.payload(c)[:n]), false, nil
 	case flags == flagOOL:
 		ool := shm.Offset(atomic.LoadUint64(&c.ool))
 		if n > MaxMessage {
@@ -613,15 +645,82 @@ func (r *Ring) read(c *cell, dst []byte) (msg []byte, skip bool, err error) {
 			return nil, false, fmt.Errorf("%w: out-of-line block %#x of %d bytes for a %d-byte message (%v)",
 				ErrCorrupt, uint64(ool), size, n, err)
 		}
-		msg = append(dst[:0], r.a.Bytes(ool, int(n))...)
+		msg = copyOut.run(dst, r.a.Bytes(ool, int(n)))
 		hook(hookGetRead)
 		if off := atomic.SwapUint64(&c.ool, 0); off != 0 {
-			r.a.Free(shm.Offset(off))
+			r.keepOrFree(c, shm.Offset(off), size)
 		}
 		return msg, false, nil
 	default:
 		atomic.StoreUint64(&c.ool, 0)
 		return nil, false, fmt.Errorf("%w: flags %#x", ErrCorrupt, flags)
+	}
+}
+
+func (f CopyOut) run(dst, msg []byte) []byte {
+	if f == nil {
+		return append(dst[:0], msg...)
+	}
+	return f(dst, msg)
+}
+
+// oolBlock returns a block of at least n bytes for the cell c, which this
+// process has claimed, and records it in the cell: the cell's spare if it
+// is big enough, else a new one. The spare is forgotten before it is
+// recorded as the message's block, so that no block is ever recorded
+// twice (a producer killed in between leaks it).
+func (r *Ring) oolBlock(c *cell, n int) (shm.Offset, error) {
+	if sp := shm.Offset(atomic.SwapUint64(&c.spare, 0)); sp != 0 {
+		size, err := r.a.BlockSize(sp)
+		if err == nil {
+			atomic.AddUint64(r.spare, ^uint64(size-1))
+			if size >= n {
+				atomic.StoreUint64(&c.ool, uint64(sp))
+				return sp, nil
+			}
+			r.a.Free(sp)
+		}
+	}
+	off, err := r.a.Alloc(n)
+	if errors.Is(err, shm.ErrNoSpace) && atomic.LoadUint64(r.spare) != 0 {
+		// This ring's own spares may be what fills the arena.
+		r.Trim()
+		off, err = r.a.Alloc(n)
+	}
+	if err != nil {
+		return 0, err
+	}
+	atomic.StoreUint64(&c.ool, uint64(off))
+	return off, nil
+}
+
+// keepOrFree disposes of the out-of-line block off, of size bytes, whose
+// message this process has just taken from the cell c: it becomes the
+// cell's spare for the next lap's message if it is small, the cell has
+// none, and the ring's spares are within budget; otherwise it is freed.
+// Reusing the block saves two arena operations per message, which for
+// messages of a few KiB are most of the cost.
+func (r *Ring) keepOrFree(c *cell, off shm.Offset, size int) {
+	if size <= spareMax && atomic.LoadUint64(&c.spare) == 0 && atomic.LoadUint32(r.closed) == 0 &&
+		atomic.LoadUint64(r.spare)+uint64(size) <= spareBudget {
+		atomic.AddUint64(r.spare, uint64(size))
+		atomic.StoreUint64(&c.spare, uint64(off))
+		return
+	}
+	r.a.Free(off)
+}
+
+// Trim frees the blocks kept in cells for reuse. It may be called at any
+// time; Close calls it, and a closed ring keeps no more blocks.
+func (r *Ring) Trim() {
+	for i := uint64(0); i < r.capacity; i++ {
+		c := r.cell(i)
+		if sp := shm.Offset(atomic.SwapUint64(&c.spare, 0)); sp != 0 {
+			if size, err := r.a.BlockSize(sp); err == nil {
+				atomic.AddUint64(r.spare, ^uint64(size-1))
+				r.a.Free(sp)
+			}
+		}
 	}
 }
 

@@ -1,0 +1,399 @@
+package mp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Errors of pools.
+var (
+	// ErrPoolClosed is returned for work submitted after Close or
+	// Terminate.
+	ErrPoolClosed = errors.New("mp: pool is closed")
+	// ErrPoolTerminated fails the tasks that had not finished when
+	// Terminate was called.
+	ErrPoolTerminated = errors.New("mp: pool was terminated")
+	// ErrWorkerLost is what a task fails with when the worker process
+	// running it died (killed, out of memory, os.Exit) and no retry was
+	// left; the error is a *WorkerLostError.
+	ErrWorkerLost = errors.New("mp: pool worker died while running the task")
+)
+
+// WorkerLostError reports the death of the worker that was running a task.
+// It matches ErrWorkerLost with errors.Is.
+type WorkerLostError struct {
+	Pid int
+	// ExitCode is the worker's exit status, or -N if signal N killed it.
+	ExitCode int
+}
+
+func (e *WorkerLostError) Error() string {
+	if e.ExitCode < 0 {
+		return fmt.Sprintf("mp: pool worker %d was killed by signal %d while running the task", e.Pid, -e.ExitCode)
+	}
+	return fmt.Sprintf("mp: pool worker %d exited with status %d while running the task", e.Pid, e.ExitCode)
+}
+
+// Is makes errors.Is(err, ErrWorkerLost) true.
+func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost }
+
+// Pool is a pool of worker processes that run registered functions, or of
+// goroutines that run any function (NewThreadPool): Python's
+// multiprocessing.Pool and multiprocessing.pool.ThreadPool. Work is given
+// to it with the package's generic functions Apply, ApplyAsync, Map,
+// MapAsync, Imap, ImapUnordered and Starmap, since methods cannot have
+// type parameters.
+//
+// A pool never hangs on a dead worker: a worker that dies (SIGKILL, out of
+// memory, os.Exit) fails the one task it was running with a
+// *WorkerLostError, or runs it again if retries were asked for
+// (WithRetries); it is replaced, and the tasks queued behind it go to
+// other workers. A task whose context ends while it runs, or that runs past
+// the pool's task timeout, has its worker killed and replaced, and fails
+// with the context's error.
+//
+// A Pool's methods may be called from any goroutine.
+type Pool struct {
+	cfg     poolConfig
+	threads bool
+
+	mu         sync.Mutex
+	cond       *sync.Cond // signalled when work, window room or state changes
+	queue      []*job     // submitted, not yet given to a worker (a deque)
+	workers    map[*worker]struct{}
+	closed     bool
+	terminated bool
+	broken     error // an initializer failed: every task fails with it
+	nextID     uint64
+	seq        int               // workers started, for names
+	running    map[*job]struct{} // thread pools: jobs being run
+	initOnce   sync.Once         // thread pools: the initializer
+	wg         sync.WaitGroup
+
+	callbacks callbackRunner
+}
+
+type poolConfig struct {
+	n        int
+	initFn   any
+	init     *target
+	initArgs []any
+	maxTasks int
+	timeout  time.Duration
+	retries  int
+	window   int // tasks a worker process is given at a time
+}
+
+// PoolOption configures a pool made by NewPool or NewThreadPool.
+type PoolOption func(*poolConfig)
+
+// WithInitializer makes each worker call fn(args...) once before its first
+// task (Python's initializer and initargs); fn must be registered for a
+// process pool. If it fails or panics, the pool is broken: every task not
+// yet finished, and every later one, fails with an error saying so (rather
+// than Python's endless restarting of workers).
+func WithInitializer(fn any, args ...any) PoolOption {
+	return func(c *poolConfig) { c.initFn, c.initArgs = fn, args }
+}
+
+// WithMaxTasksPerChild makes each worker process exit after n tasks (a
+// chunk of Map counts as one), to be replaced by a new one: Python's
+// maxtasksperchild, to bound what a leaking library can hold. It has no
+// effect on thread pools.
+func WithMaxTasksPerChild(n int) PoolOption { return func(c *poolConfig) { c.maxTasks = n } }
+
+// WithTaskTimeout bounds how long a task may run; past it, its worker is
+// killed and replaced and the task fails with context.DeadlineExceeded. A
+// call's context deadline applies too, whichever is sooner.
+func WithTaskTimeout(d time.Duration) PoolOption { return func(c *poolConfig) { c.timeout = d } }
+
+// WithRetries makes a task whose worker died run again, up to n more
+// times, before it fails with ErrWorkerLost. Tasks killed for their
+// timeout or context are not retried.
+func WithRetries(n int) PoolOption { return func(c *poolConfig) { c.retries = n } }
+
+// NewPool starts n worker processes (n <= 0 means CPUCount()) and returns
+// the pool. It returns ErrNotInitialized if Init was not called, and the
+// error of a worker that cannot be started.
+func NewPool(n int, opts ...PoolOption) (*Pool, error) {
+	p, err := newPool(n, false, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range p.cfg.n {
+		if err := p.startWorkerLocked(); err != nil {
+			p.terminateLocked()
+			p.mu.Unlock()
+			p.wg.Wait()
+			p.callbacks.stop()
+			p.mu.Lock()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// NewThreadPool returns a pool of n goroutines (n <= 0 means CPUCount()),
+// Python's ThreadPool: for I/O-bound work, or functions that cannot run in
+// another process (function literals are fine here). The calls are the
+// same as for a process pool. A goroutine cannot be killed: a task past its
+// timeout or context fails at once with the context's error, and the
+// goroutine is given the ended context (if the function takes one) and
+// is free again when the function returns.
+func NewThreadPool(n int, opts ...PoolOption) (*Pool, error) {
+	p, err := newPool(n, true, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range p.cfg.n {
+		p.startThreadLocked()
+	}
+	return p, nil
+}
+
+func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
+	if n <= 0 {
+		n = CPUCount()
+	}
+	cfg := poolConfig{n: n, window: 2}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.initFn != nil {
+		var err error
+		if threads {
+			cfg.init, err = localTarget(cfg.initFn)
+		} else {
+			cfg.init, err = lookup(cfg.initFn)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mp: pool initializer: %w", err)
+		}
+		if _, err := cfg.init.bind(cfg.initArgs); err != nil {
+			return nil, fmt.Errorf("mp: pool initializer: %w", err)
+		}
+	}
+	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 {
+		return nil, fmt.Errorf("%w: negative pool option", ErrBadArguments)
+	}
+	if !threads && !initialized.Load() {
+		return nil, ErrNotInitialized
+	}
+	p := &Pool{cfg: cfg, threads: threads, workers: make(map[*worker]struct{}), running: make(map[*job]struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	p.callbacks.start()
+	return p, nil
+}
+
+// Close stops the pool from accepting work; what was submitted still runs,
+// and the workers exit when it is done (Join waits for that). Closing twice
+// does nothing.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// Terminate stops the pool now: it kills the worker processes and their
+// whole process trees, fails every unfinished task with
+// ErrPoolTerminated, and waits for the workers to be gone. A thread pool's
+// goroutines cannot be killed: their tasks fail at once, and the
+// goroutines end when their functions return.
+func (p *Pool) Terminate() {
+	p.mu.Lock()
+	q := p.terminateLocked()
+	p.mu.Unlock()
+	for _, j := range q {
+		j.fail(ErrPoolTerminated)
+	}
+	if !p.threads {
+		p.wg.Wait()
+	}
+	p.callbacks.stop()
+}
+
+// terminateLocked kills the workers and returns the queued jobs, for the
+// caller to fail once it has released p.mu.
+func (p *Pool) terminateLocked() []*job {
+	p.closed = true
+	p.cond.Broadcast()
+	if p.terminated {
+		return nil
+	}
+	p.terminated = true
+	for w := range p.workers {
+		w.kill(ErrPoolTerminated)
+	}
+	for t := range p.running {
+		t.fail(ErrPoolTerminated)
+	}
+	return p.drainLocked()
+}
+
+// Join waits, until ctx ends, for the workers to exit after Close or
+// Terminate, and for the callbacks of finished tasks to have run. It
+// returns ErrPoolClosed wrapped in an error if the pool is neither closed
+// nor terminated (as Python raises ValueError), or ctx.Err().
+func (p *Pool) Join(ctx context.Context) error {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if !closed {
+		return fmt.Errorf("%w: Join before Close or Terminate would wait forever", ErrBadArguments)
+	}
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		p.callbacks.stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// submit queues jobs, in order, for the workers.
+func (p *Pool) submit(jobs ...*job) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrPoolClosed
+	}
+	if p.broken != nil {
+		return p.broken
+	}
+	for _, j := range jobs {
+		p.nextID++
+		j.id = p.nextID
+		if j.retries == 0 {
+			j.retries = p.cfg.retries
+		}
+		if p.cfg.timeout > 0 {
+			if d := time.Now().Add(p.cfg.timeout); j.deadline.IsZero() || d.Before(j.deadline) {
+				j.deadline = d
+			}
+		}
+	}
+	p.queue = append(p.queue, jobs...)
+	p.cond.Broadcast()
+	return nil
+}
+
+// nextLocked waits for a job for a worker that has room for one (room),
+// and returns it, or nil once the pool is terminated or broken, or the
+// worker should stop (retire). Jobs whose context has ended meanwhile are
+// failed here rather than given out. It is called with p.mu held.
+func (p *Pool) nextLocked(room, retire func() bool) *job {
+	for {
+		if p.terminated || p.broken != nil || retire() {
+			return nil
+		}
+		if len(p.queue) > 0 && room() {
+			j := p.queue[0]
+			p.queue[0] = nil
+			p.queue = p.queue[1:]
+			if err := j.expired(); err != nil {
+				p.mu.Unlock()
+				j.fail(err)
+				p.mu.Lock()
+				continue
+			}
+			return j
+		}
+		p.cond.Wait()
+	}
+}
+
+// requeueLocked puts jobs back at the head of the queue, in order.
+func (p *Pool) requeueLocked(jobs []*job) {
+	if len(jobs) == 0 {
+		return
+	}
+	p.queue = append(append(make([]*job, 0, len(jobs)+len(p.queue)), jobs...), p.queue...)
+	p.cond.Broadcast()
+}
+
+// breakLocked records why the pool cannot run tasks any more (its
+// initializer failed); the caller fails the queued jobs.
+func (p *Pool) breakLocked(err error) {
+	if p.broken == nil {
+		p.broken = err
+	}
+	p.cond.Broadcast()
+}
+
+// callbackRunner runs result callbacks in the parent one at a time, in the
+// order results arrived.
+type callbackRunner struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending []func()
+	stopped bool
+	done    chan struct{}
+}
+
+func (r *callbackRunner) start() {
+	r.cond = sync.NewCond(&r.mu)
+	r.done = make(chan struct{})
+	go r.run()
+}
+
+func (r *callbackRunner) add(f func()) {
+	r.mu.Lock()
+	if r.stopped {
+		// After Join or Terminate: a late result (a task failed by
+		// Terminate) still gets its callback, though not on the runner.
+		r.mu.Unlock()
+		f()
+		return
+	}
+	r.pending = append(r.pending, f)
+	r.cond.Signal()
+	r.mu.Unlock()
+}
+
+func (r *callbackRunner) run() {
+	defer close(r.done)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		for len(r.pending) == 0 && !r.stopped {
+			r.cond.Wait()
+		}
+		if len(r.pending) == 0 {
+			return
+		}
+		f := r.pending[0]
+		r.pending[0] = nil
+		r.pending = r.pending[1:]
+		r.mu.Unlock()
+		f()
+		r.mu.Lock()
+	}
+}
+
+// stop makes the runner exit once the callbacks queued so far have run,
+// and waits for that.
+func (r *callbackRunner) stop() {
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		<-r.done
+		return
+	}
+	r.stopped = true
+	r.cond.Signal()
+	r.mu.Unlock()
+	<-r.done
+}

@@ -1,0 +1,543 @@
+package mp
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/multiproc/mp/internal/codec"
+)
+
+// How functions are called by pools. A pool runs a function fn with
+// arguments: for a process pool, fn must be registered (Register) and
+// its arguments and result must be encodable; a thread pool runs any
+// function. fn may take a context.Context first, which the pool supplies
+// (it carries the task's deadline); it returns one value, optionally
+// followed by an error, or only an error, or nothing. The result type R
+// is given explicitly, since Go cannot infer it from a function of any
+// shape:
+//
+//	n, err := mp.Apply[int](ctx, pool, square, 7)
+//	squares, err := mp.Map[int](ctx, pool, square, []int{1, 2, 3})
+//
+// Functions of several arguments are called with Apply's arguments, with
+// ApplyAsync's args slice, or with Starmap's argument lists.
+
+// AsyncResult is the result of work submitted without waiting for it
+// (ApplyAsync, MapAsync): Python's AsyncResult. Its methods may be called
+// from any goroutine.
+type AsyncResult[R any] struct {
+	done   chan struct{}
+	val    R
+	err    error
+	cancel context.CancelFunc
+}
+
+func newAsync[R any]() *AsyncResult[R] { return &AsyncResult[R]{done: make(chan struct{})} }
+
+func (a *AsyncResult[R]) set(v R, err error) {
+	a.val, a.err = v, err
+	close(a.done)
+	if a.cancel != nil {
+		a.cancel()
+	}
+}
+
+// Get waits for the result until ctx ends. It returns the value, or the
+// task's error (a *TaskError for an error returned or a panic raised by
+// the function, a *WorkerLostError, context.DeadlineExceeded for a task
+// past its timeout, ErrPoolTerminated...), or ctx.Err().
+func (a *AsyncResult[R]) Get(ctx context.Context) (R, error) {
+	select {
+	case <-a.done:
+		return a.val, a.err
+	case <-ctx.Done():
+		var zero R
+		return zero, ctx.Err()
+	}
+}
+
+// Wait waits for the result to be ready, until ctx ends; it returns nil or
+// ctx.Err().
+func (a *AsyncResult[R]) Wait(ctx context.Context) error {
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Ready reports whether the result is in.
+func (a *AsyncResult[R]) Ready() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Successful reports whether the result is in and is not an error.
+func (a *AsyncResult[R]) Successful() bool { return a.Ready() && a.err == nil }
+
+// Cancel gives up on the work: a task not yet started never starts, and
+// one running has its worker process killed (and replaced); the result
+// becomes context.Canceled unless it was already in.
+func (a *AsyncResult[R]) Cancel() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+}
+
+// TaskOption configures one ApplyAsync call.
+type TaskOption func(*taskOptions)
+
+type taskOptions struct {
+	onResult   any // func(R)
+	resultType reflect.Type
+	onError    func(error)
+}
+
+// Callback makes f receive the task's result, in the parent process, once
+// the task has succeeded: callbacks of a pool run one at a time, in the
+// order the results came in, and before Get returns the result. If f
+// panics, the task's result becomes an error saying so.
+func Callback[R any](f func(R)) TaskOption {
+	return func(o *taskOptions) { o.onResult, o.resultType = f, reflect.TypeFor[R]() }
+}
+
+// ErrorCallback makes f receive the task's error, as Callback does its
+// result.
+func ErrorCallback(f func(error)) TaskOption {
+	return func(o *taskOptions) { o.onError = f }
+}
+
+// Apply runs fn(args...) in a worker of p and waits for its result
+// (Python's apply). If ctx ends before the task has run, it does not run;
+// if it ends while the task runs, the worker is killed and replaced; either
+// way Apply returns ctx.Err(). Other errors are those of AsyncResult.Get,
+// plus ErrPoolClosed, ErrNotRegistered, ErrBadArguments for arguments or a
+// result type that do not fit fn, and ErrUnencodable.
+func Apply[R any](ctx context.Context, p *Pool, fn any, args ...any) (R, error) {
+	return submitCall[R](p, ctx, nil, fn, args, nil).Get(ctx)
+}
+
+// ApplyAsync submits fn(args...) to p and returns at once (Python's
+// apply_async). The task is bounded by the pool's task timeout, and by
+// Cancel.
+func ApplyAsync[R any](p *Pool, fn any, args []any, opts ...TaskOption) *AsyncResult[R] {
+	ctx, cancel := context.WithCancel(context.Background())
+	var o taskOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return submitCall[R](p, ctx, cancel, fn, args, &o)
+}
+
+func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, fn any, args []any, o *taskOptions) *AsyncResult[R] {
+	a := newAsync[R]()
+	a.cancel = cancel
+	var onResult func(R)
+	var onError func(error)
+	if o != nil {
+		onError = o.onError
+		if o.onResult != nil {
+			var ok bool
+			if onResult, ok = o.onResult.(func(R)); !ok {
+				var zero R
+				a.set(zero, fmt.Errorf("%w: Callback takes %v, the call returns %v", ErrBadArguments, o.resultType, reflect.TypeFor[R]()))
+				return a
+			}
+		}
+	}
+	deliver := func(v R, err error) {
+		if onResult == nil && onError == nil {
+			a.set(v, err)
+			return
+		}
+		p.callbacks.add(func() {
+			if err == nil && onResult != nil {
+				err = catch("Callback", func() { onResult(v) })
+			} else if err != nil && onError != nil {
+				if perr := catch("ErrorCallback", func() { onError(err) }); perr != nil {
+					err = fmt.Errorf("%w (the task failed with: %v)", perr, err)
+				}
+			}
+			a.set(v, err)
+		})
+	}
+	t, err := p.prepare(fn, reflect.TypeFor[R]())
+	if err != nil {
+		var zero R
+		deliver(zero, err)
+		return a
+	}
+	j := &job{fn: t}
+	if ctx.Done() != nil {
+		j.ctx = ctx
+	}
+	if err := p.addCall(j, args); err != nil {
+		var zero R
+		deliver(zero, err)
+		return a
+	}
+	j.finish = func(rs []result) { deliver(decodeResult[R](rs[0])) }
+	if err := p.submit(j); err != nil {
+		j.fail(err)
+	}
+	return a
+}
+
+// catch calls f, turning a panic into an error.
+func catch(what string, f func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mp: %s panicked: %v", what, r)
+		}
+	}()
+	f()
+	return nil
+}
+
+// prepare finds the target of fn and checks that its result fits R.
+func (p *Pool) prepare(fn any, rt reflect.Type) (*target, error) {
+	var t *target
+	var err error
+	if p.threads {
+		t, err = localTarget(fn)
+	} else {
+		t, err = lookup(fn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if t.typ != nil {
+		return nil, fmt.Errorf("%w: a pool runs functions, not %s", ErrBadArguments, t.typ)
+	}
+	ft := t.fn.Type()
+	var outs []reflect.Type
+	for i := range ft.NumOut() {
+		if i != t.errOut {
+			outs = append(outs, ft.Out(i))
+		}
+	}
+	switch {
+	case len(outs) > 1:
+		return nil, fmt.Errorf("%w: %s returns %d values; a pool's functions return one (and optionally an error)", ErrBadArguments, t.short(), len(outs))
+	case len(outs) == 1 && !outs[0].AssignableTo(rt):
+		return nil, fmt.Errorf("%w: %s returns %v, not %v", ErrBadArguments, t.short(), outs[0], rt)
+	}
+	return t, nil
+}
+
+// addCall adds one call with args to j, checked and encoded.
+func (p *Pool) addCall(j *job, args []any) error {
+	vals, err := j.fn.bind(args)
+	if err != nil {
+		return err
+	}
+	if p.threads {
+		j.vals = append(j.vals, vals)
+		return nil
+	}
+	b, err := codec.MarshalArgs(vals)
+	if err != nil {
+		return fmt.Errorf("mp: arguments of %s: %w", j.fn.short(), err)
+	}
+	j.args = append(j.args, b)
+	j.nargs = append(j.nargs, len(args))
+	return nil
+}
+
+func decodeResult[R any](r result) (R, error) {
+	var v R
+	switch {
+	case r.err != nil:
+		return v, r.err
+	case r.val.IsValid():
+		reflect.ValueOf(&v).Elem().Set(r.val)
+	case r.raw != nil:
+		if err := codec.Unmarshal(r.raw, &v); err != nil {
+			return v, fmt.Errorf("mp: result: %w", err)
+		}
+	}
+	return v, nil
+}
+
+// MapOption configures Map, MapAsync, Starmap, Imap and ImapUnordered.
+type MapOption func(*mapOptions)
+
+type mapOptions struct {
+	chunk    int
+	failFast bool
+	progress func(done, total int)
+}
+
+// ChunkSize makes each task carry n items. By default Map and Starmap use
+// Python's heuristic (items / (4 × workers), rounded up) and Imap and
+// ImapUnordered use 1.
+func ChunkSize(n int) MapOption { return func(o *mapOptions) { o.chunk = n } }
+
+// FailFast makes the first failed item cancel the tasks that have not
+// started; their items fail with an error wrapping context.Canceled.
+func FailFast() MapOption { return func(o *mapOptions) { o.failFast = true } }
+
+// Progress makes f receive, in the parent, the number of items done after
+// each task finishes, and the total (-1 for Imap and ImapUnordered, whose
+// input has no known length). Calls are one at a time; f should be quick.
+func Progress(f func(done, total int)) MapOption { return func(o *mapOptions) { o.progress = f } }
+
+// MapError reports the items of a Map or Starmap that failed, by index,
+// with their errors. errors.Is and errors.As look at each of them.
+type MapError struct {
+	Indexes []int   // in increasing order
+	Errs    []error // Errs[i] is the error of item Indexes[i]
+}
+
+func (e *MapError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mp: %d item(s) failed", len(e.Indexes))
+	for i := range min(len(e.Indexes), 3) {
+		fmt.Fprintf(&b, "; item %d: %v", e.Indexes[i], e.Errs[i])
+	}
+	if len(e.Indexes) > 3 {
+		b.WriteString("; ...")
+	}
+	return b.String()
+}
+
+// Unwrap returns the errors of the failed items.
+func (e *MapError) Unwrap() []error { return e.Errs }
+
+// Map calls fn(item) in p's workers for every item, and returns the
+// results in the order of items (Python's map). If items fail, it returns
+// the results of the others, with the zero value for the failed ones, and
+// a *MapError. If ctx ends first it returns ctx.Err(); tasks not started
+// never start and running ones have their workers killed.
+func Map[R, A any](ctx context.Context, p *Pool, fn any, items []A, opts ...MapOption) ([]R, error) {
+	return starmap[R](ctx, p, fn, len(items), func(i int) []any { return []any{items[i]} }, opts)
+}
+
+// Starmap is Map for functions of several arguments: it calls
+// fn(args[i]...) for every i (Python's starmap).
+func Starmap[R any](ctx context.Context, p *Pool, fn any, args [][]any, opts ...MapOption) ([]R, error) {
+	return starmap[R](ctx, p, fn, len(args), func(i int) []any { return args[i] }, opts)
+}
+
+// MapAsync is Map without waiting: the result is the slice of results
+// (with the *MapError, if any).
+func MapAsync[R, A any](p *Pool, fn any, items []A, opts ...MapOption) *AsyncResult[[]R] {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := newAsync[[]R]()
+	a.cancel = cancel
+	go func() { a.set(Map[R](ctx, p, fn, items, opts...)) }()
+	return a
+}
+
+func starmap[R any](ctx context.Context, p *Pool, fn any, n int, argsOf func(int) []any, opts []MapOption) ([]R, error) {
+	var o mapOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	t, err := p.prepare(fn, reflect.TypeFor[R]())
+	if err != nil {
+		return nil, err
+	}
+	chunk := o.chunk
+	if chunk <= 0 {
+		q, r := n/(4*p.cfg.n), n%(4*p.cfg.n)
+		chunk = max(q+min(r, 1), 1)
+	}
+	out := make([]R, n)
+	var (
+		mu      sync.Mutex
+		failed  = map[int]error{}
+		left    = n
+		allDone = make(chan struct{})
+		skip    = new(atomic.Bool)
+	)
+	record := func(idx []int, rs []result) {
+		mu.Lock()
+		defer mu.Unlock()
+		for k, r := range rs {
+			v, err := decodeResult[R](r)
+			if err != nil {
+				failed[idx[k]] = err
+				if o.failFast {
+					skip.Store(true)
+				}
+			} else {
+				out[idx[k]] = v
+			}
+		}
+		left -= len(rs)
+		if o.progress != nil {
+			o.progress(n-left, n)
+		}
+		if left == 0 {
+			close(allDone)
+		}
+	}
+	var jobs []*job
+	for start := 0; start < n; start += chunk {
+		j := &job{fn: t, skip: skip}
+		if ctx.Done() != nil {
+			j.ctx = ctx
+		}
+		var idx []int
+		for i := start; i < min(start+chunk, n); i++ {
+			if err := p.addCall(j, argsOf(i)); err != nil {
+				record([]int{i}, []result{{err: err}})
+				continue
+			}
+			idx = append(idx, i)
+		}
+		if len(idx) > 0 {
+			j.finish = func(rs []result) { record(idx, rs) }
+			jobs = append(jobs, j)
+		}
+	}
+	if n == 0 {
+		return out, nil
+	}
+	if err := p.submit(jobs...); err != nil {
+		return nil, err
+	}
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if len(failed) == 0 {
+		return out, nil
+	}
+	e := &MapError{}
+	for i := range failed {
+		e.Indexes = append(e.Indexes, i)
+	}
+	sort.Ints(e.Indexes)
+	for _, i := range e.Indexes {
+		e.Errs = append(e.Errs, failed[i])
+	}
+	return out, e
+}
+
+// Imap calls fn(item) in p's workers for each item of items, lazily, and
+// yields the results in the order of items with each item's error (Python's
+// imap). At most a few tasks per worker are in flight, so items may be
+// endless. Breaking out of the loop cancels the tasks not yet started. If
+// ctx ends, the iteration yields ctx.Err() and stops.
+func Imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
+	return imap[R](ctx, p, fn, items, true, opts)
+}
+
+// ImapUnordered is Imap yielding results as they come in, rather than in
+// the order of items (Python's imap_unordered).
+func ImapUnordered[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
+	return imap[R](ctx, p, fn, items, false, opts)
+}
+
+func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ordered bool, opts []MapOption) iter.Seq2[R, error] {
+	return func(yield func(R, error) bool) {
+		var o mapOptions
+		for _, opt := range opts {
+			opt(&o)
+		}
+		var zero R
+		t, err := p.prepare(fn, reflect.TypeFor[R]())
+		if err != nil {
+			yield(zero, err)
+			return
+		}
+		chunk := max(o.chunk, 1)
+		window := 4 * p.cfg.n
+		next, stop := iter.Pull(items)
+		defer stop()
+		skip := new(atomic.Bool)
+		defer skip.Store(true)
+
+		type batch struct {
+			rs  chan []result
+			err error // an item could not be submitted
+		}
+		var inflight []*batch // in submission order
+		arrived := make(chan *batch, window)
+		var done int
+		fill := func() {
+			for len(inflight) < window {
+				j := &job{fn: t, skip: skip}
+				if ctx.Done() != nil {
+					j.ctx = ctx
+				}
+				b := &batch{rs: make(chan []result, 1)}
+				var err error
+				for range chunk {
+					item, ok := next()
+					if !ok {
+						break
+					}
+					if err = p.addCall(j, []any{item}); err != nil {
+						break
+					}
+				}
+				if err == nil && j.calls() == 0 {
+					return
+				}
+				j.finish = func(rs []result) {
+					b.rs <- rs
+					if !ordered {
+						arrived <- b
+					}
+				}
+				inflight = append(inflight, b)
+				if err == nil {
+					err = p.submit(j)
+				}
+				if err != nil {
+					j.fail(err)
+				}
+			}
+		}
+		for {
+			fill()
+			if len(inflight) == 0 {
+				return
+			}
+			var b *batch
+			if ordered {
+				b = inflight[0]
+			} else {
+				select {
+				case b = <-arrived:
+				case <-ctx.Done():
+					yield(zero, ctx.Err())
+					return
+				}
+			}
+			var rs []result
+			select {
+			case rs = <-b.rs:
+			case <-ctx.Done():
+				yield(zero, ctx.Err())
+				return
+			}
+			inflight = slices.DeleteFunc(inflight, func(x *batch) bool { return x == b })
+			done += len(rs)
+			if o.progress != nil {
+				o.progress(done, -1)
+			}
+			for _, r := range rs {
+				if !yield(decodeResult[R](r)) {
+					return
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,475 @@
+package mp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multiproc/mp"
+)
+
+var errOdd = errors.New("odd input")
+
+func square(x int) int { return x * x }
+
+func squareOrFail(x int) (int, error) {
+	if x%2 == 1 {
+		return 0, fmt.Errorf("item %d: %w", x, errOdd)
+	}
+	return x * x, nil
+}
+
+func addMul(a, b, c int) int { return (a + b) * c }
+
+func pid(int) int { return os.Getpid() }
+
+// dieOn kills its own process for x == victim; other items are squared.
+func dieOn(x, victim int) int {
+	if x == victim {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	return x * x
+}
+
+func exitOn(x, victim int) int {
+	if x == victim {
+		os.Exit(3)
+	}
+	return x * x
+}
+
+// sleepFor sleeps, honouring ctx, and returns how long it slept.
+func sleepFor(ctx context.Context, d time.Duration) (time.Duration, error) {
+	select {
+	case <-time.After(d):
+		return d, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// hang ignores its context: only killing the worker ends it.
+func hang(int) int {
+	select {}
+}
+
+func panicOnTwo(x int) int {
+	if x == 2 {
+		panic("two is not allowed")
+	}
+	return x
+}
+
+func resultFunc(int) func() { return func() {} }
+
+var initialized string
+
+func setInit(s string) { initialized = s }
+
+func readInit(int) string { return initialized }
+
+func failInit() error { return errors.New("no database") }
+
+func init() {
+	mp.Register(square, squareOrFail, addMul, pid, dieOn, exitOn, sleepFor, hang, panicOnTwo, resultFunc, setInit, readInit, failInit)
+	mp.RegisterError(errOdd)
+}
+
+func newPool(t *testing.T, n int, opts ...mp.PoolOption) *mp.Pool {
+	t.Helper()
+	p, err := mp.NewPool(n, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Terminate()
+	})
+	return p
+}
+
+func closeAndJoin(t *testing.T, p *mp.Pool) {
+	t.Helper()
+	p.Close()
+	if err := p.Join(within(t)); err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+}
+
+func TestPoolApplyMapStarmap(t *testing.T) {
+	p := newPool(t, 2)
+	ctx := within(t)
+	if v, err := mp.Apply[int](ctx, p, square, 7); err != nil || v != 49 {
+		t.Fatalf("Apply = %d, %v", v, err)
+	}
+	if v, err := mp.Apply[int](ctx, p, addMul, 1, 2, 3); err != nil || v != 9 {
+		t.Fatalf("Apply of three arguments = %d, %v", v, err)
+	}
+	items := make([]int, 1000)
+	for i := range items {
+		items[i] = i
+	}
+	for _, opts := range [][]mp.MapOption{nil, {mp.ChunkSize(1)}, {mp.ChunkSize(7)}} {
+		got, err := mp.Map[int](ctx, p, square, items, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range got {
+			if v != i*i {
+				t.Fatalf("Map[%d] = %d", i, v)
+			}
+		}
+	}
+	got, err := mp.Starmap[int](ctx, p, addMul, [][]any{{1, 1, 1}, {2, 3, 4}})
+	if err != nil || !slices.Equal(got, []int{2, 20}) {
+		t.Fatalf("Starmap = %v, %v", got, err)
+	}
+	if got, err := mp.Map[int](ctx, p, square, []int{}); err != nil || len(got) != 0 {
+		t.Fatalf("Map of nothing = %v, %v", got, err)
+	}
+	closeAndJoin(t, p)
+	if _, err := mp.Apply[int](ctx, p, square, 1); !errors.Is(err, mp.ErrPoolClosed) {
+		t.Fatalf("Apply after Close = %v", err)
+	}
+}
+
+func TestPoolApplyAsyncCallbacks(t *testing.T) {
+	p := newPool(t, 2)
+	var mu sync.Mutex
+	var seen []int
+	var errs []error
+	running := 0
+	var results []*mp.AsyncResult[int]
+	for i := range 50 {
+		results = append(results, mp.ApplyAsync[int](p, squareOrFail, []any{i},
+			mp.Callback(func(v int) {
+				mu.Lock()
+				running++
+				if running != 1 {
+					t.Error("two callbacks ran at once")
+				}
+				seen = append(seen, v)
+				running--
+				mu.Unlock()
+			}),
+			mp.ErrorCallback(func(err error) {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			})))
+	}
+	ctx := within(t)
+	for i, r := range results {
+		v, err := r.Get(ctx)
+		switch {
+		case i%2 == 1 && !errors.Is(err, errOdd):
+			t.Fatalf("item %d: %v, want errOdd", i, err)
+		case i%2 == 0 && (err != nil || v != i*i):
+			t.Fatalf("item %d: %d, %v", i, v, err)
+		}
+		if !r.Ready() || r.Successful() != (i%2 == 0) {
+			t.Fatalf("item %d: Ready %v Successful %v", i, r.Ready(), r.Successful())
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 25 || len(errs) != 25 {
+		t.Fatalf("%d callbacks, %d error callbacks; want 25 each", len(seen), len(errs))
+	}
+	var te *mp.TaskError
+	if !errors.As(errs[0], &te) || !strings.Contains(te.Message, "odd input") {
+		t.Fatalf("error callback got %#v", errs[0])
+	}
+}
+
+func TestPoolCallbackPanics(t *testing.T) {
+	p := newPool(t, 1)
+	bad := mp.ApplyAsync[int](p, square, []any{2}, mp.Callback(func(int) { panic("callback bug") }))
+	good := mp.ApplyAsync[int](p, square, []any{3}, mp.Callback(func(int) {}))
+	ctx := within(t)
+	if _, err := bad.Get(ctx); err == nil || !strings.Contains(err.Error(), "callback bug") {
+		t.Fatalf("result of a task whose callback panicked = %v", err)
+	}
+	if v, err := good.Get(ctx); err != nil || v != 9 {
+		t.Fatalf("next task = %d, %v", v, err)
+	}
+}
+
+func TestPoolWorkerKilled(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fn   any
+		code int
+	}{{"SIGKILL", dieOn, -9}, {"os.Exit", exitOn, 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t, 2)
+			ctx := within(t)
+			got, err := mp.Starmap[int](ctx, p, tc.fn, argPairs(40, 13), mp.ChunkSize(1))
+			var me *mp.MapError
+			if !errors.As(err, &me) || !slices.Equal(me.Indexes, []int{13}) {
+				t.Fatalf("Starmap error = %v, want item 13 only", err)
+			}
+			var wl *mp.WorkerLostError
+			if !errors.Is(err, mp.ErrWorkerLost) || !errors.As(err, &wl) || wl.ExitCode != tc.code || wl.Pid == 0 {
+				t.Fatalf("lost task error = %#v, want WorkerLostError with code %d", me.Errs[0], tc.code)
+			}
+			for i, v := range got {
+				if i != 13 && v != i*i {
+					t.Fatalf("item %d = %d", i, v)
+				}
+			}
+			// The pool still works, with a replaced worker.
+			if v, err := mp.Apply[int](ctx, p, square, 5); err != nil || v != 25 {
+				t.Fatalf("Apply after the death = %d, %v", v, err)
+			}
+			closeAndJoin(t, p)
+		})
+	}
+}
+
+func argPairs(n, victim int) [][]any {
+	args := make([][]any, n)
+	for i := range args {
+		args[i] = []any{i, victim}
+	}
+	return args
+}
+
+func TestPoolRetries(t *testing.T) {
+	// Every attempt at item 1 kills its worker: with two retries it runs
+	// three times, then fails.
+	p := newPool(t, 2, mp.WithRetries(2))
+	_, err := mp.Apply[int](within(t), p, dieOn, 1, 1)
+	if !errors.Is(err, mp.ErrWorkerLost) {
+		t.Fatalf("Apply = %v, want ErrWorkerLost", err)
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolTimeouts(t *testing.T) {
+	p := newPool(t, 2, mp.WithTaskTimeout(200*time.Millisecond))
+	ctx := within(t)
+	if _, err := mp.Apply[int](ctx, p, hang, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hanging task with a pool timeout = %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := mp.Apply[int](short, p, hang, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hanging task with a call deadline = %v", err)
+	}
+	// The rest goes on.
+	got, err := mp.Map[int](ctx, p, square, []int{1, 2, 3})
+	if err != nil || !slices.Equal(got, []int{1, 4, 9}) {
+		t.Fatalf("Map after timeouts = %v, %v", got, err)
+	}
+	// A task that takes its context sees the deadline itself.
+	if _, err := mp.Apply[time.Duration](ctx, p, sleepFor, time.Hour); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("sleeping task = %v", err)
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolCancel(t *testing.T) {
+	p := newPool(t, 1)
+	r := mp.ApplyAsync[int](p, hang, []any{1})
+	queued := mp.ApplyAsync[int](p, square, []any{4})
+	r.Cancel()
+	if _, err := r.Get(within(t)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled task = %v", err)
+	}
+	if v, err := queued.Get(within(t)); err != nil || v != 16 {
+		t.Fatalf("task queued behind it = %d, %v", v, err)
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolErrors(t *testing.T) {
+	p := newPool(t, 2)
+	ctx := within(t)
+	_, err := mp.Apply[int](ctx, p, panicOnTwo, 2)
+	var te *mp.TaskError
+	if !errors.As(err, &te) || !te.Panicked || !strings.Contains(te.Stack, "panicOnTwo") {
+		t.Fatalf("panic = %#v", err)
+	}
+	if _, err := mp.Apply[int](ctx, p, square, func() {}); !errors.Is(err, mp.ErrBadArguments) {
+		t.Fatalf("func argument = %v", err)
+	}
+	if _, err := mp.Apply[func()](ctx, p, resultFunc, 1); !errors.Is(err, mp.ErrUnencodable) {
+		t.Fatalf("unencodable result = %v", err)
+	}
+	if _, err := mp.Apply[int](ctx, p, func(x int) int { return x }, 1); err == nil {
+		t.Fatal("a function literal ran in a process pool")
+	}
+	if _, err := mp.Apply[string](ctx, p, square, 1); !errors.Is(err, mp.ErrBadArguments) {
+		t.Fatalf("wrong result type = %v", err)
+	}
+	if _, err := mp.Apply[int](ctx, p, square, "x"); !errors.Is(err, mp.ErrBadArguments) {
+		t.Fatalf("wrong argument type = %v", err)
+	}
+	_, err = mp.Map[int](ctx, p, squareOrFail, []int{0, 1, 2, 3, 4})
+	var me *mp.MapError
+	if !errors.As(err, &me) || !slices.Equal(me.Indexes, []int{1, 3}) || !errors.Is(err, errOdd) {
+		t.Fatalf("Map with failures = %v", err)
+	}
+	// No worker was lost to any of it.
+	if v, err := mp.Apply[int](ctx, p, square, 3); err != nil || v != 9 {
+		t.Fatalf("Apply after errors = %d, %v", v, err)
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolFailFast(t *testing.T) {
+	p := newPool(t, 1)
+	items := make([]int, 200)
+	for i := range items {
+		items[i] = 2 * i
+	}
+	items[0] = 1 // fails first
+	_, err := mp.Map[int](within(t), p, squareOrFail, items, mp.ChunkSize(1), mp.FailFast())
+	var me *mp.MapError
+	if !errors.As(err, &me) || me.Indexes[0] != 0 || !errors.Is(me.Errs[0], errOdd) {
+		t.Fatalf("Map = %v", err)
+	}
+	if len(me.Indexes) < 100 || !errors.Is(me.Errs[len(me.Errs)-1], context.Canceled) {
+		t.Fatalf("%d items failed; FailFast should have cancelled most of the 199 not started", len(me.Indexes))
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolImap(t *testing.T) {
+	p := newPool(t, 2)
+	ctx := within(t)
+	naturals := func(yield func(int) bool) {
+		for i := 0; ; i++ {
+			if !yield(i) {
+				return
+			}
+		}
+	}
+	var progress []int
+	i := 0
+	for v, err := range mp.Imap[int](ctx, p, square, iter.Seq[int](naturals), mp.Progress(func(done, total int) {
+		progress = append(progress, done)
+	})) {
+		if err != nil || v != i*i {
+			t.Fatalf("Imap item %d = %d, %v", i, v, err)
+		}
+		if i++; i == 500 {
+			break
+		}
+	}
+	if len(progress) == 0 || !sort.IntsAreSorted(progress) {
+		t.Fatalf("progress %v", progress)
+	}
+	var got []int
+	for v, err := range mp.ImapUnordered[int](ctx, p, square, slices.Values([]int{1, 2, 3, 4, 5, 6}), mp.ChunkSize(2)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	sort.Ints(got)
+	if !slices.Equal(got, []int{1, 4, 9, 16, 25, 36}) {
+		t.Fatalf("ImapUnordered = %v", got)
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolInitializerAndMaxTasks(t *testing.T) {
+	p := newPool(t, 1, mp.WithInitializer(setInit, "ready"), mp.WithMaxTasksPerChild(3))
+	ctx := within(t)
+	got, err := mp.Map[string](ctx, p, readInit, make([]int, 4), mp.ChunkSize(1))
+	if err != nil || !slices.Equal(got, []string{"ready", "ready", "ready", "ready"}) {
+		t.Fatalf("Map = %v, %v", got, err)
+	}
+	pids, err := mp.Map[int](ctx, p, pid, make([]int, 9), mp.ChunkSize(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinct := map[int]bool{}
+	for _, id := range pids {
+		distinct[id] = true
+	}
+	if len(distinct) < 3 {
+		t.Fatalf("9 tasks at 3 per child ran in %d processes", len(distinct))
+	}
+	closeAndJoin(t, p)
+
+	broken := newPool(t, 2, mp.WithInitializer(failInit))
+	if _, err := mp.Apply[int](ctx, broken, square, 2); err == nil || !strings.Contains(err.Error(), "no database") {
+		t.Fatalf("Apply on a pool whose initializer fails = %v", err)
+	}
+}
+
+func TestPoolTerminateQueued(t *testing.T) {
+	p := newPool(t, 2)
+	var results []*mp.AsyncResult[int]
+	results = append(results, mp.ApplyAsync[int](p, hang, []any{0}), mp.ApplyAsync[int](p, hang, []any{0}))
+	for i := range 10000 {
+		results = append(results, mp.ApplyAsync[int](p, square, []any{i}))
+	}
+	p.Terminate()
+	ctx := within(t)
+	for _, r := range results[:2] {
+		if _, err := r.Get(ctx); !errors.Is(err, mp.ErrPoolTerminated) {
+			t.Fatalf("running task after Terminate = %v", err)
+		}
+	}
+	n := 0
+	for _, r := range results[2:] {
+		if _, err := r.Get(ctx); err != nil {
+			if !errors.Is(err, mp.ErrPoolTerminated) {
+				t.Fatalf("queued task after Terminate = %v", err)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("no queued task was failed by Terminate")
+	}
+	if err := p.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestThreadPool(t *testing.T) {
+	p, err := mp.NewThreadPool(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Terminate()
+	ctx := within(t)
+	var mu sync.Mutex
+	count := 0
+	inc := func(n int) int { // a closure: fine in a thread pool
+		mu.Lock()
+		defer mu.Unlock()
+		count += n
+		return count
+	}
+	if _, err := mp.Map[int](ctx, p, inc, []int{1, 2, 3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	if count != 10 {
+		t.Fatalf("count = %d", count)
+	}
+	mine := errors.New("mine")
+	_, err = mp.Apply[int](ctx, p, func() (int, error) { return 0, fmt.Errorf("wrapped: %w", mine) })
+	if !errors.Is(err, mine) {
+		t.Fatalf("thread pool error = %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := mp.Apply[time.Duration](short, p, sleepFor, time.Hour); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("thread task past its deadline = %v", err)
+	}
+	closeAndJoin(t, p)
+}

@@ -1,0 +1,574 @@
+package mp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/multiproc/mp/internal/codec"
+)
+
+// A worker process receives tasks and sends results over a duplex pipe.
+// The parent gives each worker at most window tasks at a time, so that it
+// always has the next one at hand without a long line forming behind a
+// slow task. The worker takes them in order and answers each before taking
+// the next, which is what makes a death exact to account for: after the
+// worker is gone, the tasks still in the pipe never started and go back to
+// the queue, and the one task sent, not answered and not in the pipe is the
+// one it was running.
+
+// worker is the parent's side of one worker process.
+type worker struct {
+	p    *Pool
+	proc *Process
+	conn *Conn
+
+	// Guarded by p.mu.
+	inflight []*job // sent (or being sent), not answered, in order
+	quota    int    // tasks it may still be given; < 0: no limit
+	ready    bool   // its initializer has run
+	dead     bool
+	stop     func() // disarms the timers of the running task
+}
+
+// startWorker starts a worker process and its goroutines. It is called
+// without p.mu held, as starting a process takes a while.
+func (p *Pool) startWorker() error {
+	a, b, err := Pipe(true)
+	if err != nil {
+		return err
+	}
+	spec := workerSpec{}
+	if t := p.cfg.init; t != nil {
+		vals, _ := t.bind(p.cfg.initArgs)
+		if spec.Init, err = codec.MarshalArgs(vals); err != nil {
+			a.Close()
+			return fmt.Errorf("mp: pool initializer: %w", err)
+		}
+		spec.InitFn, spec.NInit = t.name, len(p.cfg.initArgs)
+	}
+	p.mu.Lock()
+	p.seq++
+	name := fmt.Sprintf("PoolWorker-%d", p.seq)
+	p.mu.Unlock()
+	proc := NewProcess(poolWorker, b, spec)
+	proc.Name, proc.Daemon = name, true
+	if err := proc.Start(); err != nil {
+		a.Close()
+		return err
+	}
+	w := &worker{p: p, proc: proc, conn: a, quota: -1}
+	if p.cfg.maxTasks > 0 {
+		w.quota = p.cfg.maxTasks
+	}
+	p.mu.Lock()
+	p.workers[w] = struct{}{}
+	terminated := p.terminated
+	p.mu.Unlock()
+	if terminated {
+		proc.Kill()
+	}
+	p.wg.Add(1)
+	go w.run()
+	return nil
+}
+
+func (p *Pool) startWorkerLocked() error {
+	p.mu.Unlock()
+	defer p.mu.Lock()
+	return p.startWorker()
+}
+
+func (w *worker) run() {
+	defer w.p.wg.Done()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.send() }()
+	go func() { defer wg.Done(); w.receive() }()
+	w.proc.Join(context.Background())
+	w.p.mu.Lock()
+	w.dead = true
+	w.p.cond.Broadcast()
+	w.p.mu.Unlock()
+	// The worker is gone: end both directions, so that the receiver reads
+	// the results sent before the death and stops, and the sender stops.
+	w.conn.shut()
+	wg.Wait()
+	w.settle()
+}
+
+// send gives the worker tasks while it has room for them, and tells it to
+// exit (by closing the pipe) once it should retire.
+func (w *worker) send() {
+	p := w.p
+	var frame []byte
+	for {
+		p.mu.Lock()
+		j := p.nextLocked(
+			func() bool { return !w.dead && w.quota != 0 && len(w.inflight) < p.cfg.window },
+			func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.closed)) })
+		if j == nil || w.dead {
+			if j != nil {
+				p.requeueLocked([]*job{j})
+			}
+			p.mu.Unlock()
+			w.conn.Close()
+			return
+		}
+		w.inflight = append(w.inflight, j)
+		if w.quota > 0 {
+			w.quota--
+		}
+		if len(w.inflight) == 1 {
+			w.armLocked(j)
+		}
+		p.mu.Unlock()
+		frame = appendTask(frame[:0], j)
+		err := w.conn.SendBytes(frame)
+		p.mu.Lock()
+		j.sent = err == nil
+		p.mu.Unlock()
+		if err != nil {
+			return // the worker is gone; settle sorts out its tasks
+		}
+	}
+}
+
+// receive delivers the worker's results.
+func (w *worker) receive() {
+	p := w.p
+	for {
+		msg, err := w.conn.RecvBytes(context.Background())
+		if err != nil {
+			return
+		}
+		if len(msg) == 1 && msg[0] == frameReady {
+			p.mu.Lock()
+			w.ready = true
+			p.mu.Unlock()
+			continue
+		}
+		id, rs, err := parseResult(msg)
+		p.mu.Lock()
+		if err != nil || len(w.inflight) == 0 || w.inflight[0].id != id {
+			p.mu.Unlock()
+			// Not what this worker was given: it cannot be trusted.
+			w.proc.Kill()
+			continue
+		}
+		j := w.inflight[0]
+		w.inflight[0] = nil
+		w.inflight = w.inflight[1:]
+		w.disarmLocked()
+		if len(w.inflight) > 0 {
+			w.armLocked(w.inflight[0])
+		}
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		j.complete(rs)
+	}
+}
+
+// armLocked starts watching the deadline and context of j, the task the
+// worker runs now: if either ends first, the worker is killed.
+func (w *worker) armLocked(j *job) {
+	var stops []func() bool
+	if !j.deadline.IsZero() {
+		t := time.AfterFunc(time.Until(j.deadline), func() { w.expire(j, context.DeadlineExceeded) })
+		stops = append(stops, t.Stop)
+	}
+	if j.ctx != nil && j.ctx.Done() != nil {
+		ctx := j.ctx
+		stops = append(stops, context.AfterFunc(ctx, func() { w.expire(j, ctx.Err()) }))
+	}
+	if len(stops) > 0 {
+		w.stop = func() {
+			for _, s := range stops {
+				s()
+			}
+		}
+	}
+}
+
+func (w *worker) disarmLocked() {
+	if w.stop != nil {
+		w.stop()
+		w.stop = nil
+	}
+}
+
+func (w *worker) expire(j *job, err error) {
+	w.p.mu.Lock()
+	if len(w.inflight) == 0 || w.inflight[0] != j || j.killErr != nil {
+		w.p.mu.Unlock()
+		return
+	}
+	j.killErr = err
+	w.p.mu.Unlock()
+	w.proc.Kill()
+}
+
+// kill kills the worker (and its process tree), for err.
+func (w *worker) kill(err error) {
+	for _, j := range w.inflight {
+		if j.killErr == nil {
+			j.killErr = err
+		}
+	}
+	w.proc.Kill()
+}
+
+// settle accounts for the tasks of a worker that has exited, and replaces
+// it if there is still work for it.
+func (w *worker) settle() {
+	p := w.p
+	r := w.conn.send
+	r.Reclaim()
+	unstarted := make(map[uint64]bool)
+	for {
+		msg, err := r.TryGet(nil)
+		if err != nil {
+			break
+		}
+		if id, ok := taskID(msg); ok {
+			unstarted[id] = true
+		}
+	}
+	code, _ := w.proc.ExitCode()
+	initErr := w.proc.Join(context.Background())
+
+	p.mu.Lock()
+	w.disarmLocked()
+	delete(p.workers, w)
+	var again, failed []*job
+	var errs []error
+	for _, j := range w.inflight {
+		switch {
+		case !j.sent || unstarted[j.id]:
+			again = append(again, j)
+		case j.killErr != nil:
+			failed, errs = append(failed, j), append(errs, j.killErr)
+		case j.retries > 0 && !p.terminated:
+			j.retries--
+			again = append(again, j)
+		default:
+			failed, errs = append(failed, j), append(errs, &WorkerLostError{Pid: w.proc.Pid(), ExitCode: code})
+		}
+	}
+	w.inflight = nil
+	if p.terminated {
+		for _, j := range again {
+			failed, errs = append(failed, j), append(errs, ErrPoolTerminated)
+		}
+		again = nil
+	}
+	p.requeueLocked(again)
+	if !w.ready && code > 0 && !p.terminated {
+		p.breakLocked(fmt.Errorf("mp: pool initializer failed in %s: %w", w.proc.Name, initErr))
+		for _, j := range p.drainLocked() {
+			failed, errs = append(failed, j), append(errs, p.broken)
+		}
+	}
+	replace := !p.terminated && p.broken == nil && len(p.workers) < p.cfg.n &&
+		(!p.closed || len(p.queue) > 0 || p.busyLocked())
+	p.mu.Unlock()
+
+	for i, j := range failed {
+		j.fail(errs[i])
+	}
+	if replace {
+		if err := p.startWorker(); err != nil {
+			p.mu.Lock()
+			p.breakLocked(fmt.Errorf("mp: cannot replace a pool worker: %w", err))
+			q := p.drainLocked()
+			p.mu.Unlock()
+			for _, j := range q {
+				j.fail(err)
+			}
+		}
+	}
+}
+
+// busyLocked reports whether any worker has tasks in hand.
+func (p *Pool) busyLocked() bool {
+	for w := range p.workers {
+		if len(w.inflight) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Frames between the parent and a worker.
+const (
+	frameTask   = 'T' // id u64, deadline i64, fn, calls: nargs u16, args
+	frameResult = 'R' // id u64, calls: status u8, value or error
+	frameReady  = 'Y' // the initializer has run
+)
+
+func appendTask(b []byte, j *job) []byte {
+	b = append(b, frameTask)
+	b = binary.LittleEndian.AppendUint64(b, j.id)
+	var dl int64
+	if !j.deadline.IsZero() {
+		dl = j.deadline.UnixNano()
+	}
+	if j.ctx != nil {
+		if d, ok := j.ctx.Deadline(); ok && (dl == 0 || d.UnixNano() < dl) {
+			dl = d.UnixNano()
+		}
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(dl))
+	b = appendChunk(b, []byte(j.fn.name))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(j.args)))
+	for i, a := range j.args {
+		b = binary.LittleEndian.AppendUint16(b, uint16(j.nargs[i]))
+		b = appendChunk(b, a)
+	}
+	return b
+}
+
+func appendChunk(b, p []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(p)))
+	return append(b, p...)
+}
+
+// frameReader reads a frame's fields, remembering the first error.
+type frameReader struct {
+	b   []byte
+	err error
+}
+
+func (r *frameReader) take(n int) []byte {
+	if r.err != nil || n < 0 || n > len(r.b) {
+		r.err = fmt.Errorf("%w: truncated pool frame", ErrCorrupt)
+		return nil
+	}
+	p := r.b[:n:n]
+	r.b = r.b[n:]
+	return p
+}
+
+func (r *frameReader) u8() byte {
+	if p := r.take(1); p != nil {
+		return p[0]
+	}
+	return 0
+}
+
+func (r *frameReader) u16() int {
+	if p := r.take(2); p != nil {
+		return int(binary.LittleEndian.Uint16(p))
+	}
+	return 0
+}
+
+func (r *frameReader) u32() int {
+	if p := r.take(4); p != nil {
+		return int(binary.LittleEndian.Uint32(p))
+	}
+	return 0
+}
+
+func (r *frameReader) u64() uint64 {
+	if p := r.take(8); p != nil {
+		return binary.LittleEndian.Uint64(p)
+	}
+	return 0
+}
+
+func (r *frameReader) chunk() []byte { return r.take(r.u32()) }
+
+func taskID(msg []byte) (uint64, bool) {
+	if len(msg) < 9 || msg[0] != frameTask {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(msg[1:]), true
+}
+
+// appendResult encodes the results of task id.
+func appendResult(b []byte, id uint64, outs []workerOut) []byte {
+	b = append(b, frameResult)
+	b = binary.LittleEndian.AppendUint64(b, id)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(outs)))
+	for _, o := range outs {
+		b = append(b, o.status)
+		b = appendChunk(b, o.data)
+	}
+	return b
+}
+
+type workerOut struct {
+	status byte // 0: value, 1: error
+	data   []byte
+}
+
+func parseResult(msg []byte) (uint64, []result, error) {
+	r := frameReader{b: msg}
+	if r.u8() != frameResult {
+		return 0, nil, fmt.Errorf("%w: not a result frame", ErrCorrupt)
+	}
+	id := r.u64()
+	n := r.u32()
+	if r.err != nil || n > len(r.b)/5 {
+		return 0, nil, fmt.Errorf("%w: bad result frame", ErrCorrupt)
+	}
+	rs := make([]result, n)
+	for i := range rs {
+		status, data := r.u8(), r.chunk()
+		switch {
+		case r.err != nil:
+			return 0, nil, r.err
+		case status == 0:
+			rs[i].raw = data
+		default:
+			var w taskErrWire
+			if err := codec.Unmarshal(data, &w); err != nil {
+				rs[i].err = fmt.Errorf("mp: unreadable error from a pool worker: %w", err)
+			} else {
+				rs[i].err = w.error()
+			}
+		}
+	}
+	return id, rs, nil
+}
+
+// workerSpec is what a worker process is started with.
+type workerSpec struct {
+	InitFn string // the initializer's registered name, or ""
+	Init   []byte // its encoded arguments
+	NInit  int
+}
+
+func init() { Register(poolWorker) }
+
+// poolWorker is the main function of a pool's worker process.
+func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
+	if spec.InitFn != "" {
+		t, ok := lookupName(spec.InitFn)
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNotRegistered, spec.InitFn)
+		}
+		args, err := codec.UnmarshalArgs(spec.Init, t.argTypes(spec.NInit))
+		if err != nil {
+			return err
+		}
+		if _, cerr := t.call(ctx, reflect.Value{}, args); cerr != nil {
+			if cerr.Panicked {
+				return fmt.Errorf("initializer panicked: %s\n%s", cerr.Message, cerr.Stack)
+			}
+			return fmt.Errorf("initializer: %s", cerr.Message)
+		}
+	}
+	if err := c.SendBytes([]byte{frameReady}); err != nil {
+		return nil
+	}
+	targets := make(map[string]*target)
+	var out []byte
+	for {
+		msg, err := c.RecvBytes(ctx)
+		if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		id, outs, err := runTask(ctx, msg, targets)
+		if err != nil {
+			return err
+		}
+		out = appendResult(out[:0], id, outs)
+		if err := c.SendBytes(out); err != nil {
+			return nil // the parent is gone
+		}
+	}
+}
+
+// runTask runs the calls of one task frame.
+func runTask(ctx context.Context, msg []byte, targets map[string]*target) (uint64, []workerOut, error) {
+	r := frameReader{b: msg}
+	if r.u8() != frameTask {
+		return 0, nil, fmt.Errorf("%w: not a task frame", ErrCorrupt)
+	}
+	id := r.u64()
+	deadline := int64(r.u64())
+	name := string(r.chunk())
+	n := r.u32()
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	t, ok := targets[name]
+	if !ok {
+		if t, ok = lookupName(name); !ok {
+			return 0, nil, fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
+		}
+		targets[name] = t
+	}
+	if deadline != 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
+		defer cancel()
+	}
+	outs := make([]workerOut, 0, min(n, len(r.b)/6))
+	for range n {
+		nargs, data := r.u16(), r.chunk()
+		if r.err != nil {
+			return 0, nil, r.err
+		}
+		outs = append(outs, runCall(ctx, t, data, nargs))
+	}
+	return id, outs, nil
+}
+
+func runCall(ctx context.Context, t *target, data []byte, nargs int) workerOut {
+	fail := func(ce *callError) workerOut {
+		b, err := codec.Marshal(wireError(ce))
+		if err != nil {
+			b, _ = codec.Marshal(taskErrWire{Message: ce.Message})
+		}
+		return workerOut{status: 1, data: b}
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(&callError{Message: err.Error(), err: err})
+	}
+	args, err := codec.UnmarshalArgs(data, t.argTypes(nargs))
+	if err != nil {
+		return fail(&callError{Message: err.Error(), err: err})
+	}
+	res, cerr := t.call(ctx, reflect.Value{}, args)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if v, ok := t.value(res); ok {
+		b, err := codec.Marshal(v.Interface())
+		if err != nil {
+			err = fmt.Errorf("mp: the result of %s cannot be sent back: %w", t.short(), err)
+			return fail(&callError{Message: err.Error(), err: err})
+		}
+		return workerOut{data: b}
+	}
+	return workerOut{}
+}
+
+// value returns a call's result value: its first result that is not the
+// error, if there is one.
+func (t *target) value(res []reflect.Value) (reflect.Value, bool) {
+	for i, v := range res {
+		if i != t.errOut {
+			return v, true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+// drainLocked empties the queue and returns what it held.
+func (p *Pool) drainLocked() []*job {
+	q := p.queue
+	p.queue = nil
+	return q
+}
