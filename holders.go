@@ -44,9 +44,11 @@ func (t *holders) add(d int32) {
 }
 
 // claim finds or makes this process's entry.
-func (t *holders) claim() int {
-	me := self64()
-	pid32, start32 := uint32(me), uint32(me>>32)
+func (t *holders) claim() int { return t.claimFor(self64()) }
+
+// claimFor finds or makes the entry of process id (pid | start32<<32).
+func (t *holders) claimFor(id uint64) int {
+	pid32, start32 := uint32(id), uint32(id>>32)
 	for i := 0; i < holderSlots; i++ {
 		pid, start, _ := t.entry(i)
 		if atomic.LoadUint32(pid) == pid32 && atomic.LoadUint32(start) == start32 {
@@ -87,16 +89,12 @@ func (t *holders) reclaim() int {
 	return total
 }
 
-// addFor adds d to the count of the process id (pid | start32<<32), if it
-// has an entry.
+// addFor adds d to the count of the process id (pid | start32<<32),
+// making it an entry if it has none.
 func (t *holders) addFor(id uint64, d int32) {
-	pid32, start32 := uint32(id), uint32(id>>32)
-	for i := 0; i < holderSlots; i++ {
-		pid, start, held := t.entry(i)
-		if atomic.LoadUint32(pid) == pid32 && atomic.LoadUint32(start) == start32 {
-			atomic.AddUint32(held, uint32(d))
-			return
-		}
+	if i := t.claimFor(id); i >= 0 {
+		_, _, held := t.entry(i)
+		atomic.AddUint32(held, uint32(d))
 	}
 }
 

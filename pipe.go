@@ -28,9 +28,13 @@ const PipeSize = 1024
 // has closed it or died, the other end's Recv returns the messages still
 // queued, then io.EOF, and its Send returns io.ErrClosedPipe. Python
 // programs must close, in the parent, the end they handed to a child for
-// this to work; here the parent's claim on an end passes to the first other
-// process that receives it, unless the parent uses that end itself (Send,
-// Recv or Poll), which keeps its claim until it calls Close.
+// this to work; here the parent's claim on an end passes to the child it
+// starts with it (Process.Start counts the child as a holder at once, so
+// a child that dies before it even ran is a peer gone), or to the first
+// other process that receives it otherwise, unless the parent uses that
+// end itself (Send, Recv or Poll), which keeps its claim until it calls
+// Close. Closing the handed end in the parent, as Python programs do, is
+// harmless.
 //
 // A holder that dies without closing is noticed by the other end's blocked
 // Recv, Send or Poll within about 50 ms. A Send that does not block is not
@@ -57,6 +61,7 @@ const (
 	pRecv1    = 8  // u64: the ring end 1 receives from; 0 for a one-way pipe
 	pImplicit = 16 // u32 per end: the creator's claim on the end is implicit
 	pCreator  = 24 // u64: the creating process (pid | start32<<32)
+	pHeir     = 32 // u64 per end: a child started with the end, already counted
 	pHolders  = 64 // holders of end 0, then of end 1
 	pSize     = pHolders + 2*holdersSize
 )
@@ -361,6 +366,11 @@ func (c *Conn) UnmarshalBinary(data []byte) error {
 	if err := c.open(h, end); err != nil {
 		return err
 	}
+	if atomic.CompareAndSwapUint64(h.u64(pHeir+8*uintptr(end)), self64(), 0) {
+		// The parent that started this process with the end counted it
+		// as a holder already (see handOver).
+		return nil
+	}
 	c.mine.add(1)
 	if creator := atomic.LoadUint64(h.u64(pCreator)); creator != self64() &&
 		atomic.CompareAndSwapUint32(h.u32(pImplicit+4*uintptr(end)), 1, 0) {
@@ -369,4 +379,68 @@ func (c *Conn) UnmarshalBinary(data []byte) error {
 		c.mine.addFor(creator, -1)
 	}
 	return nil
+}
+
+// handOver counts child, which Process.Start is starting with c among its
+// arguments, as a holder of c's end from now on, before the child runs;
+// the child's decoding of the end then adds nothing. A claim of this
+// process that was only the creator's implicit one passes to the child.
+func (c *Conn) handOver(child uint64) {
+	c.mine.addFor(child, 1)
+	atomic.StoreUint64(c.h.u64(pHeir+8*uintptr(c.end)), child)
+	if c.origin && !c.claimed.Load() &&
+		atomic.CompareAndSwapUint32(c.h.u32(pImplicit+4*uintptr(c.end)), 1, 0) {
+		c.mine.add(-1)
+	}
+}
+
+// connsIn returns the pipe ends found in vs: as values, or inside structs
+// (exported fields), slices, arrays, maps, pointers and interfaces, to a
+// bounded depth.
+func connsIn(vs []any) []*Conn {
+	var out []*Conn
+	seen := map[uintptr]bool{}
+	var walk func(v reflect.Value, depth int)
+	walk = func(v reflect.Value, depth int) {
+		if depth > 8 || !v.IsValid() {
+			return
+		}
+		switch v.Kind() {
+		case reflect.Pointer:
+			if v.IsNil() || seen[v.Pointer()] {
+				return
+			}
+			seen[v.Pointer()] = true
+			if c, ok := v.Interface().(*Conn); ok {
+				if c.h.valid() {
+					out = append(out, c)
+				}
+				return
+			}
+			walk(v.Elem(), depth+1)
+		case reflect.Interface:
+			walk(v.Elem(), depth+1)
+		case reflect.Struct:
+			for i := range v.NumField() {
+				if v.Type().Field(i).IsExported() {
+					walk(v.Field(i), depth+1)
+				}
+			}
+		case reflect.Slice, reflect.Array:
+			if v.Type().Elem().Kind() == reflect.Uint8 {
+				return
+			}
+			for i := range min(v.Len(), 1024) {
+				walk(v.Index(i), depth+1)
+			}
+		case reflect.Map:
+			for it := v.MapRange(); it.Next(); {
+				walk(it.Value(), depth+1)
+			}
+		}
+	}
+	for _, x := range vs {
+		walk(reflect.ValueOf(x), 0)
+	}
+	return out
 }

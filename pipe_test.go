@@ -440,3 +440,42 @@ func TestPipeManyGoroutines(t *testing.T) {
 	a.Close()
 	wg.Wait()
 }
+
+func TestPipeParentClosesHandedEnd(t *testing.T) {
+	a, b := pipe(t, true)
+	p := mp.NewProcess(echo, b)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // what Python programs do: harmless here
+	if err := a.Send(note{Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var got note
+	if err := a.Recv(within(t), &got); err != nil || got.Seq != 1 || got.From != "child" {
+		t.Fatalf("round trip after closing the handed end: %+v, %v", got, err)
+	}
+	a.Close()
+	if err := join(t, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPipeChildKilledAtStart(t *testing.T) {
+	for range 5 {
+		a, b := pipe(t, true)
+		p := mp.NewProcess(echo, b)
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Whether or not the child got as far as decoding its end, it was
+		// the end's holder: its death is EOF for the parent.
+		p.Kill()
+		join(t, p)
+		var v note
+		if err := a.Recv(within(t), &v); err != io.EOF {
+			t.Fatalf("Recv from a child killed at start = %v, want io.EOF", err)
+		}
+		a.Close()
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/proc"
 	"github.com/multiproc/mp/internal/spawn"
 	"github.com/multiproc/mp/internal/supervise"
 )
@@ -125,6 +126,15 @@ func (p *Process) Start() error {
 	c, err := spawn.Start(spawn.Request{Extra: []int{a.Fd()}})
 	if err != nil {
 		return fmt.Errorf("mp: start %s: %w", p.Name, err)
+	}
+	// The child waits for its bootstrap frame before it decodes anything,
+	// so pipe ends among its arguments can be handed over before it runs.
+	if conns := connsIn(p.args); len(conns) > 0 {
+		if start, ok := proc.StartTime(c.Pid); ok {
+			for _, conn := range conns {
+				conn.handOver(uint64(uint32(c.Pid)) | uint64(uint32(start))<<32)
+			}
+		}
 	}
 	if err := spawn.WriteFrame(c.Ctl, boot); err != nil {
 		c.Kill()
