@@ -2,6 +2,7 @@ package mp
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"iter"
 	"reflect"
@@ -247,12 +248,19 @@ func (p *Pool) addCall(j *job, args []any) error {
 		j.vals = append(j.vals, vals)
 		return nil
 	}
-	b, err := codec.MarshalArgs(vals)
+	// Each call is its argument count, then its encoded arguments with a
+	// length prefix, straight into the job's part of the task frame.
+	mark := len(j.body)
+	j.body = binary.LittleEndian.AppendUint16(j.body, uint16(len(args)))
+	j.body = append(j.body, 0, 0, 0, 0)
+	b, err := codec.AppendArgs(j.body, vals)
 	if err != nil {
+		j.body = j.body[:mark]
 		return fmt.Errorf("mp: arguments of %s: %w", j.fn.short(), err)
 	}
-	j.args = append(j.args, b)
-	j.nargs = append(j.nargs, len(args))
+	binary.LittleEndian.PutUint32(b[mark+2:], uint32(len(b)-mark-6))
+	j.body = b
+	j.ncalls++
 	return nil
 }
 

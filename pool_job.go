@@ -17,8 +17,8 @@ import (
 type job struct {
 	id       uint64
 	fn       *target
-	args     [][]byte          // process pools: each call's encoded arguments
-	nargs    []int             // process pools: each call's argument count
+	body     []byte            // process pools: the calls, as in a task frame
+	ncalls   int               // process pools: how many calls body holds
 	vals     [][]reflect.Value // thread pools: each call's arguments
 	ctx      context.Context   // nil: none
 	deadline time.Time         // zero: none
@@ -43,7 +43,7 @@ func (j *job) calls() int {
 	if j.vals != nil {
 		return len(j.vals)
 	}
-	return len(j.args)
+	return j.ncalls
 }
 
 // complete delivers rs, the first time only.

@@ -325,12 +325,8 @@ func appendTask(b []byte, j *job) []byte {
 	}
 	b = binary.LittleEndian.AppendUint64(b, uint64(dl))
 	b = appendChunk(b, []byte(j.fn.name))
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(j.args)))
-	for i, a := range j.args {
-		b = binary.LittleEndian.AppendUint16(b, uint16(j.nargs[i]))
-		b = appendChunk(b, a)
-	}
-	return b
+	b = binary.LittleEndian.AppendUint32(b, uint32(j.ncalls))
+	return append(b, j.body...)
 }
 
 func appendChunk(b, p []byte) []byte {

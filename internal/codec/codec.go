@@ -404,7 +404,13 @@ func decodeError(err error) error {
 // interface encodes as CBOR null. Errors are as for Marshal, and name the
 // position of the failing value.
 func MarshalArgs(args []reflect.Value) ([]byte, error) {
-	b := make([]byte, 0, 16)
+	return AppendArgs(make([]byte, 0, 16), args)
+}
+
+// AppendArgs appends the MarshalArgs encoding of args to b. On error, b
+// may have been extended.
+func AppendArgs(b []byte, args []reflect.Value) ([]byte, error) {
+	start := len(b)
 	b = append(b, tagArgs)
 	b = binary.AppendUvarint(b, uint64(len(args)))
 	for i, v := range args {
@@ -412,7 +418,7 @@ func MarshalArgs(args []reflect.Value) ([]byte, error) {
 		if b, err = appendArg(b, v); err != nil {
 			return nil, fmt.Errorf("argument %d: %w", i, err)
 		}
-		if len(b) > MaxMessage {
+		if len(b)-start > MaxMessage {
 			return nil, fmt.Errorf("%w: arguments encode to more than %d bytes", ErrTooLarge, MaxMessage)
 		}
 	}
