@@ -105,9 +105,11 @@ func WithInitializer(fn any, args ...any) PoolOption {
 // effect on thread pools.
 func WithMaxTasksPerChild(n int) PoolOption { return func(c *poolConfig) { c.maxTasks = n } }
 
-// WithTaskTimeout bounds how long a task may run; past it, its worker is
-// killed and replaced and the task fails with context.DeadlineExceeded. A
-// call's context deadline applies too, whichever is sooner.
+// WithTaskTimeout bounds how long a task may run, counted from when it
+// starts; past it, its worker is killed and replaced and the task fails
+// with context.DeadlineExceeded (a function that takes a context sees the
+// deadline too). A call's context deadline applies as well, whichever is
+// sooner.
 func WithTaskTimeout(d time.Duration) PoolOption { return func(c *poolConfig) { c.timeout = d } }
 
 // WithRetries makes a task whose worker died run again, up to n more
@@ -192,9 +194,10 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	return p, nil
 }
 
-// Close stops the pool from accepting work; what was submitted still runs,
-// and the workers exit when it is done (Join waits for that). Closing twice
-// does nothing.
+// Close stops the pool from accepting work; what was submitted still runs
+// (a worker that dies meanwhile is still replaced while work is left), and
+// the workers exit when it is done (Join waits for that). Closing twice does
+// nothing.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
@@ -279,11 +282,6 @@ func (p *Pool) submit(jobs ...*job) error {
 		if j.retries == 0 {
 			j.retries = p.cfg.retries
 		}
-		if p.cfg.timeout > 0 {
-			if d := time.Now().Add(p.cfg.timeout); j.deadline.IsZero() || d.Before(j.deadline) {
-				j.deadline = d
-			}
-		}
 	}
 	p.queue = append(p.queue, jobs...)
 	p.cond.Broadcast()
@@ -294,10 +292,15 @@ func (p *Pool) submit(jobs ...*job) error {
 // and returns it, or nil once the pool is terminated or broken, or the
 // worker should stop (retire). Jobs whose context has ended meanwhile are
 // failed here rather than given out. It is called with p.mu held.
-func (p *Pool) nextLocked(room, retire func() bool) *job {
+func (p *Pool) nextLocked(room, retire func() bool, steal func() *job) *job {
 	for {
 		if p.terminated || p.broken != nil || retire() {
 			return nil
+		}
+		if len(p.queue) == 0 && steal != nil && room() {
+			if j := steal(); j != nil {
+				return j
+			}
 		}
 		if len(p.queue) > 0 && room() {
 			j := p.queue[0]

@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // job is one message's worth of work for a pool: one call of fn, or a
@@ -21,7 +20,6 @@ type job struct {
 	ncalls   int               // process pools: how many calls body holds
 	vals     [][]reflect.Value // thread pools: each call's arguments
 	ctx      context.Context   // nil: none
-	deadline time.Time         // zero: none
 	retries  int
 	skip     *atomic.Bool // set when the job is no longer wanted (FailFast)
 	finish   func([]result)
@@ -72,9 +70,6 @@ func (j *job) expired() error {
 		if err := j.ctx.Err(); err != nil {
 			return err
 		}
-	}
-	if !j.deadline.IsZero() && !time.Now().Before(j.deadline) {
-		return context.DeadlineExceeded
 	}
 	return nil
 }

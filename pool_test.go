@@ -473,3 +473,40 @@ func TestThreadPool(t *testing.T) {
 	}
 	closeAndJoin(t, p)
 }
+
+func TestPoolTimeoutCountsFromStart(t *testing.T) {
+	// Two tasks of 0.6 s on one worker with a 1 s timeout: the second
+	// waits 0.6 s for the first, yet has its whole second to run.
+	p := newPool(t, 1, mp.WithTaskTimeout(time.Second))
+	a := mp.ApplyAsync[time.Duration](p, sleepFor, []any{600 * time.Millisecond})
+	b := mp.ApplyAsync[time.Duration](p, sleepFor, []any{600 * time.Millisecond})
+	for _, r := range []*mp.AsyncResult[time.Duration]{a, b} {
+		if _, err := r.Get(within(t)); err != nil {
+			t.Fatalf("task within its timeout: %v", err)
+		}
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolNoTaskWaitsBehindASlowOne(t *testing.T) {
+	// One worker hangs; every other task must run on the other worker,
+	// including one that was handed to the hanging worker before it hung.
+	// The hanging task never ends by itself: a task stuck behind it would
+	// never finish either, and Get's minute would run out.
+	p := newPool(t, 2)
+	stuck := mp.ApplyAsync[int](p, hang, []any{0})
+	var rs []*mp.AsyncResult[int]
+	for i := range 6 {
+		rs = append(rs, mp.ApplyAsync[int](p, square, []any{i}))
+	}
+	for i, r := range rs {
+		if v, err := r.Get(within(t)); err != nil || v != i*i {
+			t.Fatalf("task %d = %d, %v: waited behind the hanging task", i, v, err)
+		}
+	}
+	stuck.Cancel()
+	if _, err := stuck.Get(within(t)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("hanging task = %v", err)
+	}
+	closeAndJoin(t, p)
+}

@@ -16,7 +16,7 @@ func (p *Pool) runThread() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
-		j := p.nextLocked(func() bool { return true }, func() bool { return p.closed && len(p.queue) == 0 })
+		j := p.nextLocked(func() bool { return true }, func() bool { return p.closed && len(p.queue) == 0 }, nil)
 		if j == nil {
 			return
 		}
@@ -36,9 +36,9 @@ func (p *Pool) runLocal(j *job) {
 	if j.ctx != nil {
 		ctx = j.ctx
 	}
-	if !j.deadline.IsZero() {
+	if p.cfg.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, j.deadline)
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.timeout)
 		defer cancel()
 	}
 	if ctx.Done() != nil {

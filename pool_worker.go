@@ -111,7 +111,13 @@ func (w *worker) send() {
 		p.mu.Lock()
 		j := p.nextLocked(
 			func() bool { return !w.dead && w.quota != 0 && len(w.inflight) < p.cfg.window },
-			func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.closed)) })
+			func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.closed)) },
+			func() *job {
+				if len(w.inflight) == 0 {
+					return p.stealLocked(w)
+				}
+				return nil
+			})
 		if j == nil || w.dead {
 			if j != nil {
 				p.requeueLocked([]*job{j})
@@ -128,10 +134,12 @@ func (w *worker) send() {
 			w.armLocked(j)
 		}
 		p.mu.Unlock()
-		frame = appendTask(frame[:0], j)
+		frame = appendTask(frame[:0], j, p.cfg.timeout)
 		err := w.conn.SendBytes(frame)
 		p.mu.Lock()
 		j.sent = err == nil
+		// An idle worker may take this task over if this one is busy.
+		p.cond.Broadcast()
 		p.mu.Unlock()
 		if err != nil {
 			return // the worker is gone; settle sorts out its tasks
@@ -178,8 +186,8 @@ func (w *worker) receive() {
 // worker runs now: if either ends first, the worker is killed.
 func (w *worker) armLocked(j *job) {
 	var stops []func() bool
-	if !j.deadline.IsZero() {
-		t := time.AfterFunc(time.Until(j.deadline), func() { w.expire(j, context.DeadlineExceeded) })
+	if d := w.p.cfg.timeout; d > 0 {
+		t := time.AfterFunc(d, func() { w.expire(j, context.DeadlineExceeded) })
 		stops = append(stops, t.Stop)
 	}
 	if j.ctx != nil && j.ctx.Done() != nil {
@@ -294,6 +302,40 @@ func (w *worker) settle() {
 	}
 }
 
+// stealLocked takes, for the idle worker thief, a task that another worker
+// was given but has not started (it is still in that worker's pipe), so
+// that no task waits behind a slow one while a worker is idle.
+func (p *Pool) stealLocked(thief *worker) *job {
+	for v := range p.workers {
+		if v == thief || v.dead || len(v.inflight) < 2 {
+			continue
+		}
+		msg, err := v.conn.send.TryGet(nil)
+		if err != nil {
+			continue
+		}
+		id, _ := taskID(msg)
+		for i, j := range v.inflight {
+			if j.id != id {
+				continue
+			}
+			v.inflight = append(v.inflight[:i], v.inflight[i+1:]...)
+			if i == 0 {
+				v.disarmLocked()
+				if len(v.inflight) > 0 {
+					v.armLocked(v.inflight[0])
+				}
+			}
+			j.sent = false
+			if v.quota >= 0 {
+				v.quota++
+			}
+			return j
+		}
+	}
+	return nil
+}
+
 // busyLocked reports whether any worker has tasks in hand.
 func (p *Pool) busyLocked() bool {
 	for w := range p.workers {
@@ -306,24 +348,24 @@ func (p *Pool) busyLocked() bool {
 
 // Frames between the parent and a worker.
 const (
-	frameTask   = 'T' // id u64, deadline i64, fn, calls: nargs u16, args
+	frameTask   = 'T' // id u64, deadline i64, timeout i64, fn, calls: nargs u16, args
 	frameResult = 'R' // id u64, calls: status u8, value or error
 	frameReady  = 'Y' // the initializer has run
 )
 
-func appendTask(b []byte, j *job) []byte {
+// appendTask encodes j; timeout is the pool's, which the worker counts
+// from when it starts the task.
+func appendTask(b []byte, j *job, timeout time.Duration) []byte {
 	b = append(b, frameTask)
 	b = binary.LittleEndian.AppendUint64(b, j.id)
 	var dl int64
-	if !j.deadline.IsZero() {
-		dl = j.deadline.UnixNano()
-	}
 	if j.ctx != nil {
-		if d, ok := j.ctx.Deadline(); ok && (dl == 0 || d.UnixNano() < dl) {
+		if d, ok := j.ctx.Deadline(); ok {
 			dl = d.UnixNano()
 		}
 	}
 	b = binary.LittleEndian.AppendUint64(b, uint64(dl))
+	b = binary.LittleEndian.AppendUint64(b, uint64(timeout))
 	b = appendChunk(b, []byte(j.fn.name))
 	b = binary.LittleEndian.AppendUint32(b, uint32(j.ncalls))
 	return append(b, j.body...)
@@ -493,6 +535,7 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target) (uint6
 	}
 	id := r.u64()
 	deadline := int64(r.u64())
+	timeout := time.Duration(r.u64())
 	name := string(r.chunk())
 	n := r.u32()
 	if r.err != nil {
@@ -508,6 +551,11 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target) (uint6
 	if deadline != 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
+		defer cancel()
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	outs := make([]workerOut, 0, min(n, len(r.b)/6))
