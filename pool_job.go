@@ -14,16 +14,16 @@ import (
 // job is one message's worth of work for a pool: one call of fn, or a
 // chunk of calls (Map). Its result is delivered exactly once, to finish.
 type job struct {
-	id       uint64
-	fn       *target
-	body     []byte            // process pools: the calls, as in a task frame
-	ncalls   int               // process pools: how many calls body holds
-	vals     [][]reflect.Value // thread pools: each call's arguments
-	ctx      context.Context   // nil: none
-	retries  int
-	skip     *atomic.Bool // set when the job is no longer wanted (FailFast)
-	finish   func([]result)
-	done     atomic.Bool
+	id      uint64
+	fn      *target
+	body    []byte            // process pools: the calls, as in a task frame
+	ncalls  int               // process pools: how many calls body holds
+	vals    [][]reflect.Value // thread pools: each call's arguments
+	ctx     context.Context   // nil: none
+	retries int
+	skip    *atomic.Bool // set when the job is no longer wanted (FailFast)
+	finish  func([]result)
+	done    atomic.Bool
 
 	// Guarded by the pool's mutex.
 	sent    bool  // given to a worker process
