@@ -342,6 +342,20 @@ func (q *Queue[T]) GetInto(ctx context.Context, dst *T) error {
 // getMsg takes the next encoded item, appended to dst[:0] (or as copyOut
 // says).
 func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut ring.CopyOut) ([]byte, error) {
+	if q.join != nil {
+		// The item counts as this process's from the moment it is copied
+		// out, while the ring still holds its cell as being read: a
+		// consumer killed at any point is either the ring's loss or this
+		// table's, so Join never waits for its item.
+		inner := copyOut
+		copyOut = func(dst, m []byte) []byte {
+			q.join.holders.add(1)
+			if inner != nil {
+				return inner(dst, m)
+			}
+			return append(dst[:0], m...)
+		}
+	}
 	var msg []byte
 	var err error
 	if block {
@@ -355,9 +369,6 @@ func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut r
 	q.h.loc.raceAcquire()
 	if q.count != nil {
 		q.giveSlot()
-	}
-	if q.join != nil {
-		q.join.holders.add(1)
 	}
 	return msg, nil
 }
