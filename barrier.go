@@ -205,11 +205,8 @@ func (b *Barrier) Wait(ctx context.Context) (int, error) {
 func (b *Barrier) await(ctx context.Context, g uint32) error {
 	for {
 		s := atomic.LoadUint64(b.state)
-		if b.gen(s) != g {
-			return b.outcome(s, g)
-		}
-		if s&barBroken != 0 {
-			return ErrBrokenBarrier
+		if over, err := b.settled(s, g); over {
+			return err
 		}
 		err := wait.Wait(ctx, b.word(), uint32(s), 0)
 		if err == nil {
@@ -218,11 +215,8 @@ func (b *Barrier) await(ctx context.Context, g uint32) error {
 		// ctx ended: break the barrier, unless it was released meanwhile.
 		for {
 			s := atomic.LoadUint64(b.state)
-			if b.gen(s) != g {
-				return b.outcome(s, g)
-			}
-			if s&barBroken != 0 {
-				return ErrBrokenBarrier
+			if over, err := b.settled(s, g); over {
+				return err
 			}
 			if atomic.CompareAndSwapUint64(b.state, s, b.pack(g, true, 0, b.hist(s))) {
 				wait.Wake(b.word(), math.MaxInt32)
@@ -230,6 +224,18 @@ func (b *Barrier) await(ctx context.Context, g uint32) error {
 			}
 		}
 	}
+}
+
+// settled reports whether a waiter of generation g is done waiting, now
+// that the state is s, and with what: g has ended, or is broken.
+func (b *Barrier) settled(s uint64, g uint32) (over bool, err error) {
+	switch {
+	case b.gen(s) != g:
+		return true, b.outcome(s, g)
+	case s&barBroken != 0:
+		return true, ErrBrokenBarrier
+	}
+	return false, nil
 }
 
 // outcome tells how generation g ended, now that the state is s.

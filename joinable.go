@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/multiproc/mp/internal/ring"
 	"github.com/multiproc/mp/internal/wait"
 )
 
@@ -33,6 +34,29 @@ type joinState struct {
 	lost       *uint32 // items given up as lost
 	ringLost   *uint32 // the ring's losses already counted in lost
 	holders    holders // per process: items taken, not yet done
+
+	countingCopy ring.CopyOut // countingCopyFunc, bound once
+}
+
+// counting returns copyOut made to count the item as this process's from
+// the moment it is copied out, while the ring still holds its cell as being
+// read: a consumer killed at any point is either the ring's loss or this
+// table's, so Join never waits for its item.
+func (j *joinState) counting(copyOut ring.CopyOut) ring.CopyOut {
+	if copyOut == nil {
+		return j.countingCopy
+	}
+	return func(dst, m []byte) []byte {
+		j.holders.add(1)
+		return copyOut(dst, m)
+	}
+}
+
+// countingCopyFunc is counting(nil); the queue binds it once, to
+// countingCopy, so that a Get allocates no closure.
+func (j *joinState) countingCopyFunc(dst, m []byte) []byte {
+	j.holders.add(1)
+	return append(dst[:0], m...)
 }
 
 // done marks n items finished, waking Join when none is left. It never

@@ -78,6 +78,18 @@ func acquireAndReport(lock *mp.Lock, out string) error {
 
 func init() { mp.Register(addUnderLock, holdLock, holdRLock, acquireAndReport) }
 
+// startHolder starts hold(lock, flag) and waits until it holds the lock.
+func startHolder(t *testing.T, dir string, hold, lock any) *mp.Process {
+	t.Helper()
+	flag := filepath.Join(dir, "held")
+	p := mp.NewProcess(hold, lock, flag)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	awaitFile(t, flag)
+	return p
+}
+
 func awaitFile(t *testing.T, path string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
@@ -188,11 +200,7 @@ func TestLockAcrossProcesses(t *testing.T) {
 func TestLockOwnerKilled(t *testing.T) {
 	dir := t.TempDir()
 	l := mp.Must(mp.NewLock())
-	holder := mp.NewProcess(holdLock, l, filepath.Join(dir, "held"))
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	awaitFile(t, filepath.Join(dir, "held"))
+	holder := startHolder(t, dir, holdLock, l)
 	// A waiter in another process, and one here.
 	out := filepath.Join(dir, "waiter")
 	waiter := mp.NewProcess(acquireAndReport, l, out)
@@ -223,11 +231,7 @@ func TestLockOwnerKilled(t *testing.T) {
 func TestLockOwnerKilledLocalWaiter(t *testing.T) {
 	dir := t.TempDir()
 	l := mp.Must(mp.NewLock())
-	holder := mp.NewProcess(holdLock, l, filepath.Join(dir, "held"))
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	awaitFile(t, filepath.Join(dir, "held"))
+	holder := startHolder(t, dir, holdLock, l)
 	got := make(chan error, 1)
 	go func() { got <- l.Acquire(context.Background()) }()
 	holder.Kill()
@@ -280,11 +284,7 @@ func TestRLock(t *testing.T) {
 func TestRLockOwnerKilled(t *testing.T) {
 	dir := t.TempDir()
 	r := mp.Must(mp.NewRLock())
-	holder := mp.NewProcess(holdRLock, r, filepath.Join(dir, "held"))
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	awaitFile(t, filepath.Join(dir, "held"))
+	holder := startHolder(t, dir, holdRLock, r)
 	holder.Kill()
 	join(t, holder)
 	if err := r.Acquire(context.Background()); !errors.Is(err, mp.ErrOwnerDied) {

@@ -94,11 +94,11 @@ func Pipe(duplex bool) (*Conn, *Conn, error) {
 	atomic.StoreUint64(h.u64(pCreator), self64())
 	var ends [2]*Conn
 	for i := range ends {
-		atomic.StoreUint32(h.u32(pImplicit+4*uintptr(i)), 1)
 		c, err := openConn(h, i)
 		if err != nil {
 			return nil, nil, err
 		}
+		atomic.StoreUint32(c.implicit(), 1)
 		c.mine.add(1)
 		c.origin = true
 		ends[i] = c
@@ -266,15 +266,11 @@ func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
-	implicit := c.h.u32(pImplicit + 4*uintptr(c.end))
-	switch {
-	case c.origin && !c.claimed.Load():
-		// This process's claim is still the implicit one, unless another
-		// process has already taken it over.
-		if atomic.CompareAndSwapUint32(implicit, 1, 0) {
-			c.mine.add(-1)
-		}
-	default:
+	if !c.origin || c.claimed.Load() {
+		c.mine.add(-1)
+	} else if atomic.CompareAndSwapUint32(c.implicit(), 1, 0) {
+		// This process's claim was still the implicit one, which no other
+		// process had taken over.
 		c.mine.add(-1)
 	}
 	if c.mine.total() == 0 {
@@ -329,11 +325,16 @@ func (c *Conn) claim() {
 	if c.claimed.Swap(true) {
 		return
 	}
-	if !atomic.CompareAndSwapUint32(c.h.u32(pImplicit+4*uintptr(c.end)), 1, 0) {
+	if !atomic.CompareAndSwapUint32(c.implicit(), 1, 0) {
 		// Another process took the end over: hold it again.
 		c.mine.add(1)
 	}
 }
+
+// implicit is the word saying that the creator's claim on c's end is
+// still the implicit one; heir names a child started with the end.
+func (c *Conn) implicit() *uint32 { return c.h.u32(pImplicit + 4*uintptr(c.end)) }
+func (c *Conn) heir() *uint64     { return c.h.u64(pHeir + 8*uintptr(c.end)) }
 
 func (c *Conn) check() {
 	if c == nil || !c.h.valid() {
@@ -366,14 +367,14 @@ func (c *Conn) UnmarshalBinary(data []byte) error {
 	if err := c.open(h, end); err != nil {
 		return err
 	}
-	if atomic.CompareAndSwapUint64(h.u64(pHeir+8*uintptr(end)), self64(), 0) {
+	if atomic.CompareAndSwapUint64(c.heir(), self64(), 0) {
 		// The parent that started this process with the end counted it
 		// as a holder already (see handOver).
 		return nil
 	}
 	c.mine.add(1)
 	if creator := atomic.LoadUint64(h.u64(pCreator)); creator != self64() &&
-		atomic.CompareAndSwapUint32(h.u32(pImplicit+4*uintptr(end)), 1, 0) {
+		atomic.CompareAndSwapUint32(c.implicit(), 1, 0) {
 		// The creator handed this end on without using it: its claim
 		// passes to this process.
 		c.mine.addFor(creator, -1)
@@ -387,9 +388,9 @@ func (c *Conn) UnmarshalBinary(data []byte) error {
 // process that was only the creator's implicit one passes to the child.
 func (c *Conn) handOver(child uint64) {
 	c.mine.addFor(child, 1)
-	atomic.StoreUint64(c.h.u64(pHeir+8*uintptr(c.end)), child)
+	atomic.StoreUint64(c.heir(), child)
 	if c.origin && !c.claimed.Load() &&
-		atomic.CompareAndSwapUint32(c.h.u32(pImplicit+4*uintptr(c.end)), 1, 0) {
+		atomic.CompareAndSwapUint32(c.implicit(), 1, 0) {
 		c.mine.add(-1)
 	}
 }

@@ -233,19 +233,27 @@ func TestPipeDrainsBeforeEOF(t *testing.T) {
 	a.Close()
 }
 
-func TestPipePeerKilled(t *testing.T) {
-	a, b := pipe(t, true)
-	defer a.Close()
+// startReceiver starts a child that holds end and blocks in Recv on it,
+// and waits until it is there.
+func startReceiver(t *testing.T, end *mp.Conn) *mp.Process {
+	t.Helper()
 	ready := mp.Must(mp.NewEvent())
-	p := mp.NewProcess(recvForever, b, ready)
+	p := mp.NewProcess(recvForever, end, ready)
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
 	if err := ready.Wait(within(t)); err != nil {
 		t.Fatal(err)
 	}
-	// The parent is blocked in Recv, and separately fills the pipe so that
-	// a Send blocks, when the child dies.
+	return p
+}
+
+func TestPipePeerKilled(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	p := startReceiver(t, b)
+	// The parent is (or is about to be) blocked in Recv when the child
+	// dies; either way it must end with EOF.
 	recvDone := make(chan error, 1)
 	go func() {
 		var v int
@@ -268,14 +276,7 @@ func TestPipePeerKilled(t *testing.T) {
 func TestPipeSendBlocksUntilPeerDies(t *testing.T) {
 	a, b := pipe(t, true)
 	defer a.Close()
-	ready := mp.Must(mp.NewEvent())
-	p := mp.NewProcess(recvForever, b, ready)
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := ready.Wait(within(t)); err != nil {
-		t.Fatal(err)
-	}
+	p := startReceiver(t, b)
 	// Fill the pipe: the child takes at most one message.
 	for i := 0; i < mp.PipeSize; i++ {
 		if err := a.Send(i); err != nil {

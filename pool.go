@@ -125,15 +125,9 @@ func NewPool(n int, opts ...PoolOption) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for range p.cfg.n {
-		if err := p.startWorkerLocked(); err != nil {
-			p.terminateLocked()
-			p.mu.Unlock()
-			p.wg.Wait()
-			p.callbacks.stop()
-			p.mu.Lock()
+		if err := p.startWorker(); err != nil {
+			p.Terminate()
 			return nil, err
 		}
 	}
@@ -243,7 +237,7 @@ func (p *Pool) terminateLocked() []*job {
 
 // Join waits, until ctx ends, for the workers to exit after Close or
 // Terminate, and for the callbacks of finished tasks to have run. It
-// returns ErrPoolClosed wrapped in an error if the pool is neither closed
+// returns an error wrapping ErrBadArguments if the pool is neither closed
 // nor terminated (as Python raises ValueError), or ctx.Err().
 func (p *Pool) Join(ctx context.Context) error {
 	p.mu.Lock()
@@ -325,6 +319,13 @@ func (p *Pool) requeueLocked(jobs []*job) {
 	}
 	p.queue = append(append(make([]*job, 0, len(jobs)+len(p.queue)), jobs...), p.queue...)
 	p.cond.Broadcast()
+}
+
+// drainLocked empties the queue and returns what it held.
+func (p *Pool) drainLocked() []*job {
+	q := p.queue
+	p.queue = nil
+	return q
 }
 
 // breakLocked records why the pool cannot run tasks any more (its

@@ -78,12 +78,6 @@ func (p *Pool) startWorker() error {
 	return nil
 }
 
-func (p *Pool) startWorkerLocked() error {
-	p.mu.Unlock()
-	defer p.mu.Lock()
-	return p.startWorker()
-}
-
 func (w *worker) run() {
 	defer w.p.wg.Done()
 	var wg sync.WaitGroup
@@ -106,18 +100,18 @@ func (w *worker) run() {
 // exit (by closing the pipe) once it should retire.
 func (w *worker) send() {
 	p := w.p
+	room := func() bool { return !w.dead && w.quota != 0 && len(w.inflight) < p.cfg.window }
+	retire := func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.closed)) }
+	steal := func() *job {
+		if len(w.inflight) == 0 {
+			return p.stealLocked(w)
+		}
+		return nil
+	}
 	var frame []byte
 	for {
 		p.mu.Lock()
-		j := p.nextLocked(
-			func() bool { return !w.dead && w.quota != 0 && len(w.inflight) < p.cfg.window },
-			func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.closed)) },
-			func() *job {
-				if len(w.inflight) == 0 {
-					return p.stealLocked(w)
-				}
-				return nil
-			})
+		j := p.nextLocked(room, retire, steal)
 		if j == nil || w.dead {
 			if j != nil {
 				p.requeueLocked([]*job{j})
@@ -366,12 +360,12 @@ func appendTask(b []byte, j *job, timeout time.Duration) []byte {
 	}
 	b = binary.LittleEndian.AppendUint64(b, uint64(dl))
 	b = binary.LittleEndian.AppendUint64(b, uint64(timeout))
-	b = appendChunk(b, []byte(j.fn.name))
+	b = appendChunk(b, j.fn.name)
 	b = binary.LittleEndian.AppendUint32(b, uint32(j.ncalls))
 	return append(b, j.body...)
 }
 
-func appendChunk(b, p []byte) []byte {
+func appendChunk[S ~string | ~[]byte](b []byte, p S) []byte {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(p)))
 	return append(b, p...)
 }
@@ -507,15 +501,17 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 		return nil
 	}
 	targets := make(map[string]*target)
-	var out []byte
+	var in, out []byte
 	for {
-		msg, err := c.RecvBytes(ctx)
+		// The frame is decoded before the next is read: one buffer will do.
+		msg, err := c.get(ctx, in[:0])
 		if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		in = msg
 		id, outs, err := runTask(ctx, msg, targets)
 		if err != nil {
 			return err
@@ -536,17 +532,17 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target) (uint6
 	id := r.u64()
 	deadline := int64(r.u64())
 	timeout := time.Duration(r.u64())
-	name := string(r.chunk())
+	name := r.chunk()
 	n := r.u32()
 	if r.err != nil {
 		return 0, nil, r.err
 	}
-	t, ok := targets[name]
+	t, ok := targets[string(name)] // no allocation for the lookup
 	if !ok {
-		if t, ok = lookupName(name); !ok {
+		if t, ok = lookupName(string(name)); !ok {
 			return 0, nil, fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
 		}
-		targets[name] = t
+		targets[string(name)] = t
 	}
 	if deadline != 0 {
 		var cancel context.CancelFunc
@@ -608,11 +604,4 @@ func (t *target) value(res []reflect.Value) (reflect.Value, bool) {
 		}
 	}
 	return reflect.Value{}, false
-}
-
-// drainLocked empties the queue and returns what it held.
-func (p *Pool) drainLocked() []*job {
-	q := p.queue
-	p.queue = nil
-	return q
 }

@@ -26,8 +26,9 @@ var (
 	// queue.Empty).
 	ErrEmpty = errors.New("mp: queue is empty")
 	// ErrClosed is returned by puts after Close, and by gets once the queue
-	// is closed and every item put before has been taken.
-	ErrClosed = errors.New("mp: queue is closed")
+	// is closed and every item put before has been taken; and by every
+	// call on a pipe's Conn after its own Close.
+	ErrClosed = errors.New("mp: use of a closed queue or connection")
 	// ErrTooLarge is returned by Put for an item whose encoding exceeds
 	// MaxMessage.
 	ErrTooLarge = errors.New("mp: item too large")
@@ -152,6 +153,7 @@ func openQueue[T any](h handle) (*Queue[T], error) {
 	if atomic.LoadUint32(h.u32(qFlags))&qJoinable != 0 {
 		q.join = &joinState{unfinished: h.u32(qUnfinished), lost: h.u32(qLost), ringLost: h.u32(qRingLost)}
 		q.join.holders.base = unsafe.Add(h.base, qHolders)
+		q.join.countingCopy = q.join.countingCopyFunc
 	}
 	return q, nil
 }
@@ -343,18 +345,7 @@ func (q *Queue[T]) GetInto(ctx context.Context, dst *T) error {
 // says).
 func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut ring.CopyOut) ([]byte, error) {
 	if q.join != nil {
-		// The item counts as this process's from the moment it is copied
-		// out, while the ring still holds its cell as being read: a
-		// consumer killed at any point is either the ring's loss or this
-		// table's, so Join never waits for its item.
-		inner := copyOut
-		copyOut = func(dst, m []byte) []byte {
-			q.join.holders.add(1)
-			if inner != nil {
-				return inner(dst, m)
-			}
-			return append(dst[:0], m...)
-		}
+		copyOut = q.join.counting(copyOut)
 	}
 	var msg []byte
 	var err error

@@ -47,8 +47,7 @@ func newRLock(h handle) *RLock {
 func (r *RLock) Acquire(ctx context.Context) error {
 	r.check()
 	g := goid()
-	if r.m.ownedHere() && atomic.LoadUint64(r.owner) == g {
-		atomic.AddUint32(r.count, 1)
+	if r.reenter(g) {
 		return nil
 	}
 	err := r.m.lock(ctx)
@@ -65,8 +64,7 @@ func (r *RLock) Acquire(ctx context.Context) error {
 func (r *RLock) TryAcquire() bool {
 	r.check()
 	g := goid()
-	if r.m.ownedHere() && atomic.LoadUint64(r.owner) == g {
-		atomic.AddUint32(r.count, 1)
+	if r.reenter(g) {
 		return true
 	}
 	if !r.m.tryLock() {
@@ -75,6 +73,15 @@ func (r *RLock) TryAcquire() bool {
 	atomic.StoreUint64(r.owner, g)
 	atomic.StoreUint32(r.count, 1)
 	return true
+}
+
+// reenter counts one more acquisition if goroutine g holds the lock.
+func (r *RLock) reenter(g uint64) bool {
+	if r.m.ownedHere() && atomic.LoadUint64(r.owner) == g {
+		atomic.AddUint32(r.count, 1)
+		return true
+	}
+	return false
 }
 
 // Release releases the lock once; the last release unlocks it. It returns

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // FDs maps this process's open file descriptors to what they refer to.
@@ -78,6 +79,25 @@ func Check(before map[string]string, allow func(target string) bool) int {
 	if kids := Children(); len(kids) > 0 {
 		fmt.Fprintf(os.Stderr, "leak: child processes still running: %v\n", kids)
 		code = 1
+	}
+	return code
+}
+
+// Run runs m's tests and, if they pass, fails the run for descriptors or
+// children they left behind; it returns the exit code. It starts the
+// runtime's poller first: its descriptors stay open for good once anything
+// (os/exec's pipes) needs it, so they must be in both counts.
+func Run(m *testing.M) int {
+	r, w, err := os.Pipe()
+	if err != nil {
+		panic(err)
+	}
+	r.Close()
+	w.Close()
+	before := FDs()
+	code := m.Run()
+	if code == 0 {
+		code = Check(before, nil)
 	}
 	return code
 }

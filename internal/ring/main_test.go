@@ -34,18 +34,7 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(childMain(role, os.Getenv(argEnv)))
 	}
-	r, w, err := os.Pipe() // start the runtime poller, as in package shm
-	if err != nil {
-		panic(err)
-	}
-	r.Close()
-	w.Close()
-	before := leakcheck.FDs()
-	code := m.Run()
-	if code == 0 {
-		code = leakcheck.Check(before, nil)
-	}
-	os.Exit(code)
+	os.Exit(leakcheck.Run(m))
 }
 
 // Test messages: id (4 bytes), seq (8), filler derived from both, FNV-64a

@@ -274,18 +274,11 @@ func (r *Ring) TryPut(msg []byte) error { return r.TryPutPair(msg, nil) }
 // TryPutPair is TryPut of the message head followed by body, without
 // joining them first.
 func (r *Ring) TryPutPair(head, body []byte) error {
-	if len(head)+len(body) > MaxMessage {
-		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(head)+len(body), MaxMessage)
-	}
-	s, pos, st, err := r.tryPut(head, body)
-	if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
-		s, _, _, err = r.tryPut(head, body)
-	}
-	switch s {
-	case done:
+	if err := checkLen(head, body); err != nil {
 		return err
-	case closed:
-		return ErrClosed
+	}
+	if ok, err := r.putOnce(head, body); ok {
+		return err
 	}
 	return ErrFull
 }
@@ -297,55 +290,44 @@ func (r *Ring) Put(ctx context.Context, msg []byte) error { return r.PutPair(ctx
 // PutPair is Put of the message head followed by body, without joining
 // them first.
 func (r *Ring) PutPair(ctx context.Context, head, body []byte) error {
-	if len(head)+len(body) > MaxMessage {
-		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(head)+len(body), MaxMessage)
-	}
-	attempt := func() (bool, error) {
-		s, pos, st, err := r.tryPut(head, body)
-		if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
-			s, _, _, err = r.tryPut(head, body)
-		}
-		switch s {
-		case done:
-			return true, err
-		case closed:
-			return true, ErrClosed
-		}
-		return false, nil
-	}
-	if ok, err := attempt(); ok {
+	if err := checkLen(head, body); err != nil {
 		return err
 	}
-	for range spinTries {
-		runtime.Gosched()
-		if ok, err := attempt(); ok {
-			return err
-		}
+	ok, err := r.putOnce(head, body)
+	if ok {
+		return err
 	}
-	select {
-	case r.putGate <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	if werr := r.park(ctx, r.putGate, r.notFull, r.putWaiter, func() bool {
+		ok, err = r.putOnce(head, body)
+		return ok
+	}); werr != nil {
+		return werr
 	}
-	defer func() { <-r.putGate }()
-	for {
-		v := atomic.LoadUint32(r.notFull)
-		atomic.AddUint32(r.putWaiter, 1)
-		ok, err := attempt()
-		if ok {
-			atomic.AddUint32(r.putWaiter, ^uint32(0))
-			return err
-		}
-		werr := wait.Wait(ctx, r.notFull, v, poll)
-		atomic.AddUint32(r.putWaiter, ^uint32(0))
-		if werr != nil {
-			// Pass on a wake-up this waiter may have absorbed.
-			atomic.AddUint32(r.notFull, 1)
-			wait.Wake(r.notFull, 1)
-			return werr
-		}
-		r.runIdle()
+	return err
+}
+
+func checkLen(head, body []byte) error {
+	if n := len(head) + len(body); n > MaxMessage {
+		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, n, MaxMessage)
 	}
+	return nil
+}
+
+// putOnce makes one attempt at queueing head+body, recovering the cell in
+// the way if its claimer has been dead for a poll interval. ok is false if
+// the ring is full; otherwise err is the outcome.
+func (r *Ring) putOnce(head, body []byte) (ok bool, err error) {
+	s, pos, st, err := r.tryPut(head, body)
+	if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
+		s, _, _, err = r.tryPut(head, body)
+	}
+	switch s {
+	case done:
+		return true, err
+	case closed:
+		return true, ErrClosed
+	}
+	return false, nil
 }
 
 // tryPut makes one attempt at queueing the message head+body. It returns done (with an error
@@ -510,10 +492,13 @@ func (r *Ring) Ready() bool {
 	return isClosed && r.Len() == 0
 }
 
-// waitGet parks the caller, as a blocked getter, until attempt reports
-// success or ctx ends. It returns ctx's error, or the caller's (nil: the
-// caller's attempt keeps its own result).
-func (r *Ring) waitGet(ctx context.Context, attempt func() bool) error {
+// park waits, as a blocked putter or getter (gate, futex word and waiter
+// count of that direction), until attempt reports success or ctx ends. It
+// returns ctx's error, or nil (the attempt keeps its own result). It spins
+// first; then one goroutine per process registers as a waiter, re-checks,
+// and sleeps on the word, which the other side bumps only when it sees a
+// waiter registered.
+func (r *Ring) park(ctx context.Context, gate chan struct{}, word, waiters *uint32, attempt func() bool) error {
 	for range spinTries {
 		runtime.Gosched()
 		if attempt() {
@@ -521,27 +506,32 @@ func (r *Ring) waitGet(ctx context.Context, attempt func() bool) error {
 		}
 	}
 	select {
-	case r.getGate <- struct{}{}:
+	case gate <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { <-r.getGate }()
+	defer func() { <-gate }()
 	for {
-		v := atomic.LoadUint32(r.notEmpty)
-		atomic.AddUint32(r.getWaiter, 1)
+		v := atomic.LoadUint32(word)
+		atomic.AddUint32(waiters, 1)
 		if attempt() {
-			atomic.AddUint32(r.getWaiter, ^uint32(0))
+			atomic.AddUint32(waiters, ^uint32(0))
 			return nil
 		}
-		werr := wait.Wait(ctx, r.notEmpty, v, poll)
-		atomic.AddUint32(r.getWaiter, ^uint32(0))
+		werr := wait.Wait(ctx, word, v, poll)
+		atomic.AddUint32(waiters, ^uint32(0))
 		if werr != nil {
-			atomic.AddUint32(r.notEmpty, 1)
-			wait.Wake(r.notEmpty, 1)
+			// Pass on a wake-up this waiter may have absorbed.
+			atomic.AddUint32(word, 1)
+			wait.Wake(word, 1)
 			return werr
 		}
 		r.runIdle()
 	}
+}
+
+func (r *Ring) waitGet(ctx context.Context, attempt func() bool) error {
+	return r.park(ctx, r.getGate, r.notEmpty, r.getWaiter, attempt)
 }
 
 // SetIdle installs f, which blocked Gets, Puts and WaitReadys of this

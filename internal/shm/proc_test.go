@@ -31,20 +31,7 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(childMain(role, os.Getenv(argEnv)))
 	}
-	// Start the runtime's poller, whose fds stay open for good once
-	// os/exec's pipes need it, so that they are in both counts.
-	r, w, err := os.Pipe()
-	if err != nil {
-		panic(err)
-	}
-	r.Close()
-	w.Close()
-	before := leakcheck.FDs()
-	code := m.Run()
-	if code == 0 {
-		code = leakcheck.Check(before, nil)
-	}
-	os.Exit(code)
+	os.Exit(leakcheck.Run(m))
 }
 
 func childMain(role, arg string) int {
