@@ -24,6 +24,10 @@ const (
 	kindBarrier
 	kindQueue
 	kindConn
+	kindValue
+	kindArray
+	kindDict
+	kindList
 )
 
 func (k kind) String() string {
@@ -44,6 +48,14 @@ func (k kind) String() string {
 		return "Queue"
 	case kindConn:
 		return "Conn"
+	case kindValue:
+		return "Value"
+	case kindArray:
+		return "Array"
+	case kindDict:
+		return "Dict"
+	case kindList:
+		return "List"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
