@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/shm"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,6 +40,11 @@ var (
 	// ErrNotSupported: the operation does not apply, such as terminating a
 	// thread whose function takes no context.
 	ErrNotSupported = errors.New("mp: not supported")
+	// ErrNoSpace: the tree's shared-memory arena has no room for a new
+	// primitive, item or value (see DefaultArenaSize). Nothing was changed.
+	ErrNoSpace = shm.ErrNoSpace
+	// ErrOutOfRange: an index outside a List.
+	ErrOutOfRange = errors.New("mp: index out of range")
 )
 
 // ProcessError reports that a process or thread did not finish cleanly: its

@@ -12,7 +12,20 @@ import (
 // usable size is n rounded up to a power of two, and at least 64 (see
 // BlockSize). It fails for n <= 0, and with an error wrapping ErrNoSpace when
 // no free block is big enough.
-func (a *Arena) Alloc(n int) (Offset, error) {
+func (a *Arena) Alloc(n int) (Offset, error) { return a.alloc(n, 0) }
+
+// AllocTo is Alloc that also stores the new block's offset in the 8-byte
+// word at dst, in the same step: a process killed at any point either
+// allocated the block and recorded it at dst, or did neither. A structure
+// in the arena that records its blocks this way never leaks one.
+func (a *Arena) AllocTo(n int, dst Offset) (Offset, error) {
+	if dst == 0 || dst%8 != 0 {
+		return 0, fmt.Errorf("shm: AllocTo: bad destination %#x", uint64(dst))
+	}
+	return a.alloc(n, dst)
+}
+
+func (a *Arena) alloc(n int, dst Offset) (Offset, error) {
 	if n <= 0 {
 		return 0, fmt.Errorf("shm: invalid allocation size %d", n)
 	}
@@ -43,6 +56,9 @@ func (a *Arena) Alloc(n int) (Offset, error) {
 	a.setTag(b, tagAlloc|byte(order))
 	a.set(hdrInUse, a.get(hdrInUse)+1<<order)
 	a.set(hdrAllocs, a.get(hdrAllocs)+1)
+	if dst != 0 {
+		a.set(uint64(dst), b)
+	}
 	a.commit()
 	a.unlock()
 	return Offset(b), nil
@@ -54,7 +70,28 @@ func (a *Arena) Alloc(n int) (Offset, error) {
 // becomes free.
 func (a *Arena) Free(off Offset) error {
 	a.lock()
-	b := uint64(off)
+	return a.free(uint64(off), 0)
+}
+
+// FreeFrom frees the block whose offset is stored in the 8-byte word at
+// src, and zeroes that word in the same step, so that a process killed at
+// any point leaves either both or neither done. A zero word is nothing to
+// free.
+func (a *Arena) FreeFrom(src Offset) error {
+	if src == 0 || src%8 != 0 {
+		return fmt.Errorf("shm: FreeFrom: bad source %#x", uint64(src))
+	}
+	a.lock()
+	b := a.get(uint64(src))
+	if b == 0 {
+		a.unlock()
+		return nil
+	}
+	return a.free(b, src)
+}
+
+// free frees block b, with the lock held, and releases the lock.
+func (a *Arena) free(b uint64, src Offset) error {
 	order, err := a.live(b)
 	if err != nil {
 		a.unlock()
@@ -83,6 +120,9 @@ func (a *Arena) Free(off Offset) error {
 		order++
 	}
 	a.push(order, b)
+	if src != 0 {
+		a.set(uint64(src), 0)
+	}
 	a.commit()
 	a.unlock()
 	return nil

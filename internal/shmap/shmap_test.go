@@ -1,0 +1,352 @@
+package shmap
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/multiproc/mp/internal/leakcheck"
+	"github.com/multiproc/mp/internal/shm"
+)
+
+func TestMain(m *testing.M) { os.Exit(leakcheck.Run(m)) }
+
+func newArena(t testing.TB) *shm.Arena {
+	t.Helper()
+	a, err := shm.New(shm.MinSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// newHeader allocates a zeroed header: an empty store.
+func newHeader(t testing.TB, a *shm.Arena) shm.Offset {
+	t.Helper()
+	off, err := a.Alloc(HeaderSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return off
+}
+
+func set(m Map, k, v string) error { return m.Set(Hash([]byte(k)), []byte(k), []byte(v)) }
+func del(m Map, k string) bool     { return m.Delete(Hash([]byte(k)), []byte(k)) }
+func get(m Map, k string) (string, bool) {
+	v, ok := m.Get(Hash([]byte(k)), []byte(k))
+	return string(v), ok
+}
+
+func mapContents(m Map) map[string]string {
+	got := map[string]string{}
+	m.Each(func(k, v []byte) bool {
+		got[string(k)] = string(v)
+		return true
+	})
+	return got
+}
+
+func listContents(l List) []string {
+	var got []string
+	l.Each(func(i int, v []byte) bool {
+		got = append(got, string(v))
+		return true
+	})
+	return got
+}
+
+// TestMapModel checks the map against a Go map through random operations
+// that grow the table, fill it with tombstones and empty it again.
+func TestMapModel(t *testing.T) {
+	a := newArena(t)
+	m := OpenMap(a, newHeader(t, a))
+	base := a.Stats().Allocs
+	want := map[string]string{}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 20000 {
+		k := fmt.Sprint("k", r.IntN(300))
+		switch op := r.IntN(10); {
+		case op < 5:
+			v := strings.Repeat("v", r.IntN(200)) + fmt.Sprint(i)
+			if err := set(m, k, v); err != nil {
+				t.Fatal(err)
+			}
+			want[k] = v
+		case op < 8:
+			_, had := want[k]
+			if got := del(m, k); got != had {
+				t.Fatalf("op %d: Delete(%s) = %v, want %v", i, k, got, had)
+			}
+			delete(want, k)
+		default:
+			v, ok := get(m, k)
+			if wv, wok := want[k]; v != wv || ok != wok {
+				t.Fatalf("op %d: Get(%s) = %q %v, want %q %v", i, k, v, ok, wv, wok)
+			}
+		}
+		if m.Len() != len(want) {
+			t.Fatalf("op %d: Len = %d, want %d", i, m.Len(), len(want))
+		}
+	}
+	if got := mapContents(m); !maps.Equal(got, want) {
+		t.Fatalf("contents differ: %d entries, want %d", len(got), len(want))
+	}
+	for k := range want {
+		del(m, k)
+	}
+	// What is left is the table: no entry block leaked.
+	if n := a.Stats().Allocs - base; n != 1 || m.Len() != 0 {
+		t.Fatalf("empty map holds %d blocks and %d entries, want the table only", n, m.Len())
+	}
+}
+
+func TestListModel(t *testing.T) {
+	a := newArena(t)
+	l := OpenList(a, newHeader(t, a))
+	base := a.Stats().Allocs
+	var want []string
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 5000 {
+		switch op := r.IntN(10); {
+		case op < 5 || len(want) == 0:
+			v := fmt.Sprint("v", i)
+			if err := l.Append([]byte(v)); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, v)
+		case op < 7:
+			j := r.IntN(len(want))
+			if err := l.Delete(j); err != nil {
+				t.Fatal(err)
+			}
+			want = slices.Delete(want, j, j+1)
+		case op < 9:
+			j, v := r.IntN(len(want)), strings.Repeat("x", r.IntN(100))
+			if err := l.Set(j, []byte(v)); err != nil {
+				t.Fatal(err)
+			}
+			want[j] = v
+		default:
+			j := r.IntN(len(want))
+			if got := string(l.At(j)); got != want[j] {
+				t.Fatalf("op %d: At(%d) = %q, want %q", i, j, got, want[j])
+			}
+		}
+	}
+	if got := listContents(l); !slices.Equal(got, want) {
+		t.Fatalf("contents differ:\n%q\nwant\n%q", got, want)
+	}
+	for l.Len() > 0 {
+		l.Delete(0)
+	}
+	if n := a.Stats().Allocs - base; n != 1 {
+		t.Fatalf("empty list holds %d blocks, want the table only", n)
+	}
+}
+
+func TestArenaFull(t *testing.T) {
+	a := newArena(t)
+	m := OpenMap(a, newHeader(t, a))
+	big := make([]byte, shm.MinSize/8)
+	var err error
+	n := 0
+	for ; err == nil; n++ {
+		err = set(m, fmt.Sprint(n), string(big))
+	}
+	if !strings.Contains(err.Error(), "no space") && !strings.Contains(err.Error(), "arena") {
+		t.Fatalf("error of a full arena: %v", err)
+	}
+	// The failed Set changed nothing and the map stays usable.
+	if m.Len() != n-1 || m.get(wPhase) != idle {
+		t.Fatalf("after a failed Set: Len %d (want %d), phase %d", m.Len(), n-1, m.get(wPhase))
+	}
+	del(m, "0")
+	if err := set(m, "0", "small"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crash is what the hook panics with to stop a change at a store, as a
+// SIGKILL would: everything stored so far stays, nothing after happens.
+type crash struct{}
+
+// stopAt makes the hook stop the change at its n-th store (never if n is
+// 0), and returns the number of stores counted.
+func stopAt(n int) *int {
+	count := 0
+	crashHook = func() {
+		if count++; count == n {
+			panic(crash{})
+		}
+	}
+	return &count
+}
+
+func run(f func()) (stopped bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(crash); !ok {
+				panic(r)
+			}
+			stopped = true
+		}
+	}()
+	f()
+	return false
+}
+
+// state is what a store holds. A change may publish a bigger table before
+// its entry, so blocks are not part of it: checkBlocks checks them.
+type state struct {
+	contents string
+	length   int
+}
+
+// checkBlocks checks that the arena holds exactly the blocks the store can
+// reach: its header, its table and its entries. A leaked block, or one
+// freed while still in use, breaks the count.
+func checkBlocks(a *shm.Arena, hdr shm.Offset) error {
+	s := open(a, hdr)
+	want := 1 + s.Len()
+	if s.get(wTable) != 0 {
+		want++
+	}
+	if got := a.Stats().Allocs; got != want {
+		return fmt.Errorf("%d blocks in the arena, want %d (header, table, %d entries)", got, want, s.Len())
+	}
+	return nil
+}
+
+// A scenario builds a store, then changes it with op.
+type scenario struct {
+	name  string
+	setup func(a *shm.Arena, hdr shm.Offset)
+	op    func(a *shm.Arena, hdr shm.Offset)
+	list  bool
+}
+
+func snapshot(a *shm.Arena, hdr shm.Offset, list bool) state {
+	if list {
+		l := OpenList(a, hdr)
+		return state{fmt.Sprint(listContents(l)), l.Len()}
+	}
+	m := OpenMap(a, hdr)
+	c := mapContents(m)
+	keys := slices.Sorted(maps.Keys(c))
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s ", k, c[k])
+	}
+	return state{b.String(), m.Len()}
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+var scenarios = []scenario{
+	{name: "map insert into new table", op: func(a *shm.Arena, h shm.Offset) { must(set(OpenMap(a, h), "a", "1")) }},
+	{name: "map insert", setup: fillMap(3), op: func(a *shm.Arena, h shm.Offset) { must(set(OpenMap(a, h), "new", "x")) }},
+	{name: "map replace", setup: fillMap(3), op: func(a *shm.Arena, h shm.Offset) { must(set(OpenMap(a, h), "k1", "changed")) }},
+	{name: "map delete", setup: fillMap(3), op: func(a *shm.Arena, h shm.Offset) { del(OpenMap(a, h), "k2") }},
+	{name: "map grow", setup: fillMap(5), op: func(a *shm.Arena, h shm.Offset) { must(set(OpenMap(a, h), "new", "x")) }},
+	{name: "list append into new table", list: true, op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Append([]byte("a"))) }},
+	{name: "list grow", list: true, setup: fillList(8), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Append([]byte("a"))) }},
+	{name: "list set", list: true, setup: fillList(3), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Set(1, []byte("b"))) }},
+	{name: "list delete", list: true, setup: fillList(3), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Delete(1)) }},
+}
+
+func fillMap(n int) func(a *shm.Arena, h shm.Offset) {
+	return func(a *shm.Arena, h shm.Offset) {
+		for i := range n {
+			must(set(OpenMap(a, h), fmt.Sprint("k", i), fmt.Sprint(i)))
+		}
+	}
+}
+
+func fillList(n int) func(a *shm.Arena, h shm.Offset) {
+	return func(a *shm.Arena, h shm.Offset) {
+		for i := range n {
+			must(OpenList(a, h).Append([]byte(fmt.Sprint(i))))
+		}
+	}
+}
+
+// TestCrashAtEveryStore stops each change at each of its stores, and also
+// stops the recovery from each such point at each of its stores, and
+// checks that a completed recovery leaves the store exactly as before the
+// change or exactly as after it, with no block leaked or freed twice.
+func TestCrashAtEveryStore(t *testing.T) {
+	defer func() { crashHook = nil }()
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			fresh := func() (*shm.Arena, shm.Offset) {
+				crashHook = nil
+				a := newArena(t)
+				h := newHeader(t, a)
+				if sc.setup != nil {
+					sc.setup(a, h)
+				}
+				return a, h
+			}
+			a, h := fresh()
+			before := snapshot(a, h, sc.list)
+			points := stopAt(0)
+			sc.op(a, h)
+			n := *points
+			crashHook = nil
+			after := snapshot(a, h, sc.list)
+			a.Close()
+			if before == after || n < 3 {
+				t.Fatalf("the change changed nothing or stored %d times", n)
+			}
+			published := false
+			for k := 1; k <= n; k++ {
+				// The recovery is stopped at its j-th store, then run again in
+				// full, until j is past its last store.
+				for j := 1; ; j++ {
+					a, h := fresh()
+					stopAt(k)
+					if !run(func() { sc.op(a, h) }) {
+						t.Fatalf("point %d of %d: not reached", k, n)
+					}
+					s := open(a, h)
+					stopAt(j)
+					stopped := run(s.Recover)
+					crashHook = nil
+					s.Recover()
+					got := snapshot(a, h, sc.list)
+					if err := checkBlocks(a, h); err != nil {
+						t.Fatalf("point %d of %d (recovery stopped at %d): %v", k, n, j, err)
+					}
+					a.Close()
+					switch got {
+					case before:
+						if published {
+							t.Fatalf("point %d of %d (recovery stopped at %d): back to the state before, after an earlier point reached the state after", k, n, j)
+						}
+					case after:
+						if !stopped {
+							published = true
+						}
+					default:
+						t.Fatalf("point %d of %d (recovery stopped at %d):\n got %+v\nbefore %+v\n after %+v", k, n, j, got, before, after)
+					}
+					if !stopped {
+						break
+					}
+				}
+			}
+			if !published {
+				t.Fatal("no stop point recovered to the state after the change")
+			}
+		})
+	}
+}

@@ -1,0 +1,203 @@
+package mp
+
+import (
+	"fmt"
+	"reflect"
+	"sync/atomic"
+
+	"github.com/multiproc/mp/internal/shmap"
+)
+
+// List is a sequence of values of type T in shared memory, usable from
+// every process of the tree: Python's Manager().list() without the
+// manager's server process.
+//
+// Values are encoded when stored and decoded when read, so a List holds
+// copies. Each call is atomic, also when the calling process is killed in
+// the middle of it, and calls are serialised by a lock in the List. Since
+// other processes may change the length at any moment, an index is checked
+// when the call runs: out of range is the error ErrOutOfRange, not a panic.
+//
+// A List may be passed to child processes as an argument, inside a struct
+// or through a queue. Its memory lives as long as the process tree.
+type List[T any] struct {
+	h handle
+	m mutex
+	s shmap.List
+}
+
+// NewList returns a new, empty List. It fails only if the tree's shared
+// memory cannot be created or is full.
+func NewList[T any]() (*List[T], error) {
+	h, err := alloc(kindList, dictBlock)
+	if err != nil {
+		return nil, err
+	}
+	atomic.StoreUint64(h.u64(dictType), typeHash[[]T]())
+	return openList[T](h)
+}
+
+func openList[T any](h handle) (*List[T], error) {
+	if got, want := atomic.LoadUint64(h.u64(dictType)), typeHash[[]T](); got != want {
+		return nil, fmt.Errorf("%w: the List does not hold %s", ErrInvalidHandle, reflect.TypeFor[T]())
+	}
+	a, err := treeArena()
+	if err != nil {
+		return nil, err
+	}
+	return &List[T]{h: h, m: mutex{state: h.u64(dictLock), loc: h.loc}, s: shmap.OpenList(a, h.off+dictMap)}, nil
+}
+
+func (l *List[T]) lock() {
+	if !l.h.valid() {
+		panic(fmt.Errorf("%w: a List must be made with NewList", ErrInvalidHandle))
+	}
+	lockShared(l.m)
+	l.s.Recover()
+}
+
+func (l *List[T]) inRange(i int) error {
+	if n := l.s.Len(); i < 0 || i >= n {
+		return fmt.Errorf("%w: index %d, length %d", ErrOutOfRange, i, n)
+	}
+	return nil
+}
+
+// Append adds value at the end of the List. It fails, changing nothing,
+// for a value that cannot be encoded or when shared memory is full.
+func (l *List[T]) Append(value T) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b, err := encodeShared((*bp)[:0], value, "List")
+	if err != nil {
+		return err
+	}
+	*bp = b
+	l.lock()
+	defer l.m.unlock()
+	return l.s.Append(b)
+}
+
+// Get returns element i.
+func (l *List[T]) Get(i int) (T, error) {
+	l.lock()
+	defer l.m.unlock()
+	if err := l.inRange(i); err != nil {
+		var zero T
+		return zero, err
+	}
+	return decodeShared[T](l.s.At(i), "List")
+}
+
+// Set replaces element i with value.
+func (l *List[T]) Set(i int, value T) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b, err := encodeShared((*bp)[:0], value, "List")
+	if err != nil {
+		return err
+	}
+	*bp = b
+	l.lock()
+	defer l.m.unlock()
+	if err := l.inRange(i); err != nil {
+		return err
+	}
+	return l.s.Set(i, b)
+}
+
+// Delete removes element i, moving the later elements down by one, as
+// Python's del l[i]. It costs time in proportion to the length.
+func (l *List[T]) Delete(i int) error {
+	l.lock()
+	defer l.m.unlock()
+	if err := l.inRange(i); err != nil {
+		return err
+	}
+	return l.s.Delete(i)
+}
+
+// Update replaces element i with f of its current value, atomically (see
+// Dict.Update: f runs with the List locked and must not call it).
+func (l *List[T]) Update(i int, f func(old T) T) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	l.lock()
+	defer l.m.unlock()
+	if err := l.inRange(i); err != nil {
+		return err
+	}
+	old, err := decodeShared[T](l.s.At(i), "List")
+	if err != nil {
+		return err
+	}
+	b, err := encodeShared((*bp)[:0], f(old), "List")
+	if err != nil {
+		return err
+	}
+	*bp = b
+	return l.s.Set(i, b)
+}
+
+// Len returns the length of the List: a snapshot, since other processes
+// may change it at any moment.
+func (l *List[T]) Len() int {
+	if !l.h.valid() {
+		panic(fmt.Errorf("%w: a List must be made with NewList", ErrInvalidHandle))
+	}
+	return l.s.Len()
+}
+
+// Items returns a consistent snapshot of the List's elements.
+func (l *List[T]) Items() ([]T, error) {
+	var out []T
+	err := l.Range(func(_ int, v T) bool {
+		out = append(out, v)
+		return true
+	})
+	return out, err
+}
+
+// Range calls f with each index and element of a consistent snapshot of
+// the List, in order, until f returns false. f may call the List.
+func (l *List[T]) Range(f func(i int, value T) bool) error {
+	var buf []byte
+	var ends []int
+	l.lock()
+	l.s.Each(func(_ int, v []byte) bool {
+		buf = append(buf, v...)
+		ends = append(ends, len(buf))
+		return true
+	})
+	l.m.unlock()
+	start := 0
+	for i, end := range ends {
+		v, err := decodeShared[T](buf[start:end], "List")
+		if err != nil {
+			return err
+		}
+		start = end
+		if !f(i, v) {
+			break
+		}
+	}
+	return nil
+}
+
+// MarshalBinary encodes the List's handle (not its contents).
+func (l *List[T]) MarshalBinary() ([]byte, error) { return l.h.marshal() }
+
+// UnmarshalBinary makes l refer to the List that data encodes. It fails
+// with ErrInvalidHandle if data is not the handle of a List of T.
+func (l *List[T]) UnmarshalBinary(data []byte) error {
+	var h handle
+	if err := h.unmarshal(kindList, data); err != nil {
+		return err
+	}
+	o, err := openList[T](h)
+	if err != nil {
+		return err
+	}
+	*l = *o
+	return nil
+}
