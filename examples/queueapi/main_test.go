@@ -1,0 +1,34 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/multiproc/mp/internal/exampletest"
+)
+
+func TestQueueAPI(t *testing.T) {
+	out := exampletest.Run(t, ".")
+	want := `put 1
+put 2
+put 3
+put 4
+put 5
+full: true len: 5
+TryPut(6): mp: queue is full
+got 1
+got 2
+got 3
+got 4
+got 5
+TryGet: mp: queue is empty
+empty: true
+Get with a 100ms deadline: context deadline exceeded
+put 6
+Put after Close: mp: use of a closed queue or connection
+got 6
+drained, then: mp: use of a closed queue or connection
+`
+	if out != want {
+		t.Fatalf("output:\n%s\nwant:\n%s", out, want)
+	}
+}
