@@ -19,11 +19,15 @@ import (
 // marked done (or dies in the middle of a Get, or a producer in the middle
 // of a Put), Join does not wait for them forever. It counts them as lost
 // and returns an error wrapping ErrTasksLost once everything else is done.
-// Each process's items taken and not yet done are recorded beside the queue
-// for this, for up to holderSlots processes, so TaskDone should be called
-// in the process that took the item. A process killed within the few
-// instructions between two of these records can make Join return one item
-// early, never late.
+// Items a Get drops as corrupt count as lost in the same way. Each
+// process's items taken and not yet done are recorded beside the queue for
+// this, so TaskDone should be called in the process that took the item.
+// Up to holderSlots (64) live processes can be recorded; an entry is freed
+// once its process has ended. Beyond that, Put and Get return an error
+// wrapping ErrTooManyProcesses rather than hand an item to a process Join
+// could not account for. A process killed within the few instructions
+// between two of these records can make Join return one item early, never
+// late.
 type JoinableQueue[T any] struct {
 	*Queue[T]
 }
@@ -33,30 +37,31 @@ type joinState struct {
 	unfinished *uint32 // items put and not yet done; the futex word Join waits on
 	lost       *uint32 // items given up as lost
 	ringLost   *uint32 // the ring's losses already counted in lost
-	holders    holders // per process: items taken, not yet done
+	holders    holders // per process: items taken (or being put), not yet done
+	r          *ring.Ring
 
-	countingCopy ring.CopyOut // countingCopyFunc, bound once
+	reclaimFunc func() // reclaimLost, as holders.own's full func
 }
 
-// counting returns copyOut made to count the item as this process's from
-// the moment it is copied out, while the ring still holds its cell as being
-// read: a consumer killed at any point is either the ring's loss or this
-// table's, so Join never waits for its item.
-func (j *joinState) counting(copyOut ring.CopyOut) ring.CopyOut {
-	if copyOut == nil {
-		return j.countingCopy
+// own makes sure this process's holdings are recorded before it takes or
+// puts an item, reclaiming dead processes' entries if the table is full.
+func (j *joinState) own() error {
+	if j.holders.own(j.reclaimFunc) {
+		return nil
 	}
-	return func(dst, m []byte) []byte {
-		j.holders.add(1)
-		return copyOut(dst, m)
-	}
+	return fmt.Errorf("%w: %d processes, all alive, hold entries", ErrTooManyProcesses, holderSlots)
 }
 
-// countingCopyFunc is counting(nil); the queue binds it once, to
-// countingCopy, so that a Get allocates no closure.
-func (j *joinState) countingCopyFunc(dst, m []byte) []byte {
-	j.holders.add(1)
-	return append(dst[:0], m...)
+// drop counts as lost and done an item that a Get dropped as corrupt;
+// taken tells whether it had been recorded as this process's.
+func (j *joinState) drop(taken bool) {
+	atomic.AddUint32(j.lost, 1)
+	j.done(1)
+	if taken {
+		// After done: a kill in between counts the item twice (Join
+		// returns early) rather than never (Join waits forever).
+		j.holders.add(-1)
+	}
 }
 
 // done marks n items finished, waking Join when none is left. It never
@@ -109,7 +114,7 @@ func (q *JoinableQueue[T]) TaskDone() error {
 // Join blocks until every item put on the queue has been marked done with
 // TaskDone, or ctx ends. It returns nil, ctx.Err(), or an error wrapping
 // ErrTasksLost if some items can never be marked done because the process
-// that had them died.
+// that had them died, or because a Get dropped them as corrupt.
 func (q *JoinableQueue[T]) Join(ctx context.Context) error {
 	q.check()
 	j := q.join
@@ -121,7 +126,7 @@ func (q *JoinableQueue[T]) Join(ctx context.Context) error {
 		}
 		if time.Since(last) >= ownerPoll {
 			last = time.Now()
-			if q.reclaimLost() {
+			if j.reclaimLost() {
 				continue
 			}
 		}
@@ -137,26 +142,17 @@ func (q *JoinableQueue[T]) Join(ctx context.Context) error {
 
 // reclaimLost counts as done the items that dead processes had taken, and
 // those the ring lost with a dead consumer or producer. It reports whether
-// it found any.
-func (q *JoinableQueue[T]) reclaimLost() bool {
-	j := q.join
-	q.r.Reclaim()
+// it found any. Any number of processes may run it at once: each dead
+// process's items, and each of the ring's losses, are counted by one.
+func (j *joinState) reclaimLost() bool {
+	j.r.Reclaim()
 	// A dead process's balance is what it put but had not yet placed in
 	// the ring plus what it took and had not marked done; an item that a
 	// consumer died in the middle of taking is the ring's Lost. (A
 	// producer's half-put item, the ring's Skipped, is already in its
 	// balance.)
 	n := uint32(j.holders.reclaim())
-	ringLost := uint32(q.r.Lost())
-	for {
-		seen := atomic.LoadUint32(j.ringLost)
-		if ringLost <= seen || atomic.CompareAndSwapUint32(j.ringLost, seen, ringLost) {
-			if ringLost > seen {
-				n += ringLost - seen
-			}
-			break
-		}
-	}
+	n += takeNew(j.ringLost, uint32(j.r.Lost()))
 	if n == 0 {
 		return false
 	}

@@ -206,7 +206,7 @@ func (c *Conn) Recv(ctx context.Context, v any) error {
 	}
 	*bp = msg[:0]
 	if err := codec.Unmarshal(msg, v); err != nil {
-		return fmt.Errorf("mp: Recv: %w", err)
+		return decodeErr("Recv", err)
 	}
 	return nil
 }

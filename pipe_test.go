@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -351,6 +352,29 @@ func TestPipeBadInput(t *testing.T) {
 	}
 	if err := b.Recv(ctx, &v); !errors.Is(err, mp.ErrCorrupt) {
 		t.Fatalf("Recv of a string into an int = %v, want ErrCorrupt", err)
+	}
+	// Messages that trip the decoder's limits (which Send's encoder has
+	// too) are corrupt as well, and say which limit.
+	deep := []byte{0xC1} // the codec's tag for CBOR, then [[[[...0]]]]
+	for range 2000 {
+		deep = append(deep, 0x81)
+	}
+	deep = append(deep, 0x00)
+	huge := []byte{0xC1, 0x9B, 0, 0, 0, 0, 0x40, 0, 0, 0, 0} // an array head claiming 2^30 items
+	for _, tc := range []struct {
+		name, msg string
+		data      []byte
+	}{
+		{"a message nested 2000 deep", "nest", deep},
+		{"an array head of 2^30 items", "elements", huge},
+	} {
+		if err := a.SendBytes(tc.data); err != nil {
+			t.Fatal(err)
+		}
+		var x any
+		if err := b.Recv(ctx, &x); !errors.Is(err, mp.ErrCorrupt) || !strings.Contains(err.Error(), tc.msg) {
+			t.Fatalf("Recv of %s = %v, want ErrCorrupt saying %q", tc.name, err, tc.msg)
+		}
 	}
 	// The pipe is still usable.
 	if err := a.Send(5); err != nil {

@@ -34,9 +34,16 @@ var (
 	ErrTooLarge = errors.New("mp: item too large")
 	// ErrTasksLost is returned by JoinableQueue.Join when items were taken
 	// by a process that died before marking them done (or died in the
-	// middle of taking or putting them): Join does not wait for those
-	// forever, but reports how many there were.
+	// middle of taking or putting them), or were dropped by Get as
+	// corrupt: Join does not wait for those forever, but reports how many
+	// there were.
 	ErrTasksLost = errors.New("mp: tasks lost with a dead process")
+	// ErrTooManyProcesses is returned by the puts and gets of a
+	// JoinableQueue in a process beyond the holderSlots (64) live
+	// processes whose items the queue can track: were that process to die
+	// holding items, Join could not tell. Nothing is put or taken. An
+	// entry is freed when its process has ended.
+	ErrTooManyProcesses = errors.New("mp: too many live processes use the joinable queue")
 	// ErrTaskDone is returned by TaskDone called more times than items were
 	// put (Python's ValueError).
 	ErrTaskDone = errors.New("mp: TaskDone called more times than there were items")
@@ -59,7 +66,14 @@ const DefaultQueueSize = 1 << 15
 // Items put by one producer are taken in the order it put them. A producer
 // killed in the middle of a Put leaves no half-written item; a consumer
 // killed in the middle of a Get loses that one item, and nobody blocks
-// forever on either.
+// forever on either. Nor does either take capacity with it, with one
+// limit: a queue whose maxsize is 1 or not a power of two counts its
+// items itself, and records per process the slots reserved by Puts in
+// progress, for up to holderSlots (64) live processes; a further process
+// killed in the middle of a Put may cost the queue a slot. (A process
+// killed at one of the few instructions between two of these records may
+// instead let the queue take an item beyond maxsize, until it next
+// empties.)
 //
 // Blocked Puts and Gets park their goroutines without holding OS threads.
 // A Queue may be passed to child processes as an argument, inside a struct,
@@ -67,11 +81,11 @@ const DefaultQueueSize = 1 << 15
 type Queue[T any] struct {
 	h     handle
 	r     *ring.Ring
-	max   int     // maxsize, or 0
-	count *uint32 // items queued, when maxsize is not the ring's own capacity
-	slots *uint32 // futex word bumped when count falls, for blocked Puts
+	max   int         // maxsize, or 0
+	exact *exactCount // the item count, when maxsize is not the ring's own capacity
 	join  *joinState
-	raw   int // rawBytes or rawString when T is []byte or string
+	acct  *takeAccounts // what a Get records as an item leaves the ring; nil if nothing
+	raw   int           // rawBytes or rawString when T is []byte or string
 }
 
 const (
@@ -85,13 +99,17 @@ const (
 	qMax        = 8  // u32: maxsize
 	qFlags      = 12 // u32
 	qType       = 16 // u64: hash of T's type, checked when a handle is decoded
-	qCount      = 24 // u32
-	qSlots      = 28 // u32
+	qCount      = 24 // u32: items queued or being put, under an exact maxsize
+	qSlots      = 28 // u32: futex word bumped when qCount falls
 	qUnfinished = 32 // u32: JoinableQueue's items put and not yet done (futex word)
 	qLost       = 36 // u32: tasks given up as lost
-	qRingLost   = 40 // u32: ring losses already accounted for
+	qRingLost   = 40 // u32: ring losses already counted in qLost
+	qSlotLost   = 44 // u32: ring losses whose slots qCount has given back
 	qHolders    = 64 // JoinableQueue: per-process items taken, not yet done
-	qBlockSize  = qHolders + holdersSize
+
+	// Exact maxsize: per-process slots reserved, items not yet put.
+	qReserved  = qHolders + holdersSize
+	qBlockSize = qReserved + holdersSize
 
 	qJoinable = 1
 )
@@ -148,12 +166,21 @@ func openQueue[T any](h handle) (*Queue[T], error) {
 	}
 	if q.max > 0 && q.max != r.Cap() {
 		// The ring's capacity is a power of two; Python's maxsize is exact.
-		q.count, q.slots = h.u32(qCount), h.u32(qSlots)
+		e := &exactCount{max: uint32(q.max), count: h.u32(qCount), slots: h.u32(qSlots),
+			ringLost: h.u32(qSlotLost), r: r}
+		e.reserved.base = unsafe.Add(h.base, qReserved)
+		e.reclaimFunc = func() { e.reclaim() }
+		q.exact = e
 	}
 	if atomic.LoadUint32(h.u32(qFlags))&qJoinable != 0 {
-		q.join = &joinState{unfinished: h.u32(qUnfinished), lost: h.u32(qLost), ringLost: h.u32(qRingLost)}
-		q.join.holders.base = unsafe.Add(h.base, qHolders)
-		q.join.countingCopy = q.join.countingCopyFunc
+		j := &joinState{unfinished: h.u32(qUnfinished), lost: h.u32(qLost), ringLost: h.u32(qRingLost), r: r}
+		j.holders.base = unsafe.Add(h.base, qHolders)
+		j.reclaimFunc = func() { j.reclaimLost() }
+		q.join = j
+	}
+	if q.exact != nil || q.join != nil {
+		q.acct = &takeAccounts{join: q.join, exact: q.exact}
+		q.acct.copyFunc = q.acct.copy
 	}
 	return q, nil
 }
@@ -171,8 +198,9 @@ var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // Put appends v to the queue, blocking while the queue is full, until ctx
 // ends. It returns nil, ctx.Err(), ErrClosed, an error wrapping
-// ErrUnencodable or ErrTooLarge (nothing is put), or an error from shared
-// memory (full arena).
+// ErrUnencodable or ErrTooLarge (nothing is put), an error from shared
+// memory (full arena), or, for a JoinableQueue, an error wrapping
+// ErrTooManyProcesses.
 func (q *Queue[T]) Put(ctx context.Context, v T) error { return q.put(ctx, v, true) }
 
 // TryPut is Put without blocking: it returns ErrFull if the queue is full.
@@ -202,10 +230,16 @@ func (q *Queue[T]) put(ctx context.Context, v T, block bool) error {
 
 // putMsg puts the encoded item head+body.
 func (q *Queue[T]) putMsg(ctx context.Context, head, body []byte, block bool) error {
-	if q.count != nil {
-		if err := q.takeSlot(ctx, block); err != nil {
+	if q.join != nil {
+		if err := q.join.own(); err != nil {
 			return err
 		}
+	}
+	if q.exact != nil {
+		if err := q.exact.take(ctx, block); err != nil {
+			return err
+		}
+		testHook(hookSlotTaken)
 	}
 	if q.join != nil {
 		// The item counts as unfinished from now on; until it is in the
@@ -224,51 +258,218 @@ func (q *Queue[T]) putMsg(ctx context.Context, head, body []byte, block bool) er
 		if q.join != nil {
 			q.join.done(1)
 		}
-		if q.count != nil {
-			q.giveSlot()
+		if q.exact != nil {
+			// Given back before the reservation is forgotten: a kill in
+			// between gives it back twice rather than never.
+			q.exact.give(1)
+			q.exact.reserved.adjust(-1)
 		}
 		return queueErr(err)
+	}
+	if q.exact != nil {
+		// The item is in the ring: its slot is the consumer's to give
+		// back (or the ring's loss, if the consumer dies taking it).
+		q.exact.reserved.adjust(-1)
 	}
 	q.h.loc.raceRelease()
 	return nil
 }
 
-// takeSlot reserves room for one item under an exact maxsize.
-func (q *Queue[T]) takeSlot(ctx context.Context, block bool) error {
+// exactCount keeps the item count of a queue whose maxsize is not its
+// ring's capacity (a power of two), so that puts stop at maxsize exactly.
+//
+// The count is of items in the ring plus slots reserved by puts in
+// progress. For no slot to go with a dead process, a put's reservation is
+// recorded in its process's entry of reserved until its item is in the
+// ring; a get gives its slot back while the ring still holds the item's
+// cell as being read (see takeAccounts), so that a consumer killed before
+// that is one of the ring's losses; and a blocked put, every ownerPoll,
+// gives back the slots of dead processes' reservations and of the ring's
+// losses. Where a kill lands between two records, the slot is given back
+// twice rather than never: the count may then be lower than the items
+// queued, until the queue empties (it never goes below zero).
+type exactCount struct {
+	max      uint32
+	count    *uint32 // the count
+	slots    *uint32 // futex word bumped when the count falls, for blocked puts
+	ringLost *uint32 // the ring's Lost that the count has accounted for
+	reserved holders // per process: slots reserved, items not yet in the ring
+	r        *ring.Ring
+
+	reclaimFunc func()       // reclaim, as reserved.own's full func
+	tried       atomic.Int64 // unix nanoseconds of a TryPut's last reclaim
+}
+
+// take reserves a slot for one item, blocking (with block) while there is
+// none, until ctx ends. It returns nil, ctx.Err(), ErrClosed, or ErrFull
+// without block.
+func (e *exactCount) take(ctx context.Context, block bool) error {
+	e.reserved.own(e.reclaimFunc) // or untracked: see Queue
+	reclaimed := time.Now()       // look for dead holders after a poll interval
 	for {
-		c := atomic.LoadUint32(q.count)
-		if int(c) < q.max {
-			if atomic.CompareAndSwapUint32(q.count, c, c+1) {
+		c := atomic.LoadUint32(e.count)
+		if c < e.max {
+			// Recorded before it is taken: a kill in between gives back
+			// a slot that was never taken rather than keep one.
+			e.reserved.adjust(1)
+			if atomic.CompareAndSwapUint32(e.count, c, c+1) {
 				return nil
 			}
+			e.reserved.adjust(-1)
 			continue
 		}
 		if !block {
+			if e.reclaimDue() && e.reclaim() {
+				continue
+			}
 			return ErrFull
 		}
-		if q.r.Closed() {
+		if e.r.Closed() {
 			return ErrClosed
 		}
-		s := atomic.LoadUint32(q.slots)
-		if int(atomic.LoadUint32(q.count)) < q.max {
+		if time.Since(reclaimed) >= ownerPoll {
+			reclaimed = time.Now()
+			if e.reclaim() {
+				continue
+			}
+		}
+		s := atomic.LoadUint32(e.slots)
+		if atomic.LoadUint32(e.count) < e.max {
 			continue
 		}
-		if err := wait.Wait(ctx, q.slots, s, 50*time.Millisecond); err != nil {
+		if err := wait.Wait(ctx, e.slots, s, ownerPoll); err != nil {
 			return err
 		}
 	}
 }
 
-func (q *Queue[T]) giveSlot() {
-	atomic.AddUint32(q.count, ^uint32(0))
-	atomic.AddUint32(q.slots, 1)
-	wait.Wake(q.slots, 1)
+// give gives back n slots, waking blocked puts.
+func (e *exactCount) give(n uint32) {
+	e.free(n)
+	wait.Wake(e.slots, int(min(n, math.MaxInt32)))
+}
+
+// free gives back n slots without waking anyone: a put that is waiting
+// sees the change of the word it waits on, but must still be woken. It
+// never takes the count below zero (see exactCount).
+func (e *exactCount) free(n uint32) {
+	for {
+		c := atomic.LoadUint32(e.count)
+		if atomic.CompareAndSwapUint32(e.count, c, c-min(c, n)) {
+			break
+		}
+	}
+	atomic.AddUint32(e.slots, 1)
+}
+
+// reclaimDue reports whether a TryPut that finds the queue full should
+// reclaim: at most once per ownerPoll per handle, as a reclaim looks at
+// every cell of the ring and at /proc for every process with an entry.
+func (e *exactCount) reclaimDue() bool {
+	now := time.Now().UnixNano()
+	last := e.tried.Load()
+	return now-last >= int64(ownerPoll) && e.tried.CompareAndSwap(last, now)
+}
+
+// reclaim gives back the slots that dead processes took with them: those
+// they had reserved, and one per item the ring lost with a consumer killed
+// before it gave the slot back. It reports whether it gave any back. Any
+// number of processes may reclaim at once: each dead process's
+// reservations and each of the ring's losses are given back by one.
+func (e *exactCount) reclaim() bool {
+	e.r.Reclaim() // the cells dead consumers held become Lost
+	n := uint32(e.reserved.reclaim())
+	n += takeNew(e.ringLost, uint32(e.r.Lost()))
+	if n == 0 {
+		return false
+	}
+	e.give(n)
+	return true
+}
+
+// takeNew advances *seen, a count of events already accounted for, to now,
+// the events so far, and returns how many it advanced it by: of processes
+// calling it at once, each new event goes to one. Both wrap around.
+func takeNew(seen *uint32, now uint32) uint32 {
+	for {
+		s := atomic.LoadUint32(seen)
+		d := now - s
+		if int32(d) <= 0 {
+			return 0 // accounted for already, by whoever saw a later now
+		}
+		if atomic.CompareAndSwapUint32(seen, s, now) {
+			return d
+		}
+	}
+}
+
+// takeAccounts is what a Get records as an item leaves the ring: that its
+// process holds it (JoinableQueue), and that its slot is free (exact
+// maxsize). The ring calls it in its copy-out, while it holds the item's
+// cell as being read: a consumer killed before that point is the ring's
+// loss, which reclaims count; after it, the item is its process's.
+type takeAccounts struct {
+	join     *joinState
+	exact    *exactCount
+	copyFunc ring.CopyOut // copy, bound once, so that a Get allocates no closure
+}
+
+func (a *takeAccounts) taking() {
+	testHook(hookTaking)
+	if a.join != nil {
+		a.join.holders.add(1)
+	}
+	if a.exact != nil {
+		// The wake, a system call, waits until the ring has released
+		// the cell (see getMsg): the shorter the ring holds it, the less
+		// likely a kill counts the slot twice.
+		a.exact.free(1)
+	}
+	testHook(hookTaken)
+}
+
+func (a *takeAccounts) copy(dst, m []byte) []byte {
+	a.taking()
+	return append(dst[:0], m...)
+}
+
+// wrap returns copyOut made to account for the item first.
+func (a *takeAccounts) wrap(copyOut ring.CopyOut) ring.CopyOut {
+	if copyOut == nil {
+		return a.copyFunc
+	}
+	return func(dst, m []byte) []byte {
+		a.taking()
+		return copyOut(dst, m)
+	}
+}
+
+// Test hooks: points where a test may kill the process (see testHook).
+type hookPoint int
+
+const (
+	hookSlotTaken hookPoint = iota + 1 // Put: a slot reserved, the item not yet in the ring
+	hookTaking                         // Get: the ring holds the item's cell; nothing recorded
+	hookTaken                          // Get: the item recorded; the ring still holds its cell
+)
+
+// queueHook is set, by tests only, before any queue is used.
+var queueHook func(hookPoint)
+
+func testHook(p hookPoint) {
+	if queueHook != nil {
+		queueHook(p)
+	}
 }
 
 // Get removes and returns the item at the head of the queue, blocking
 // while the queue is empty, until ctx ends. Once the queue is closed and
-// empty it returns ErrClosed. A corrupt item in shared memory is an error
-// (the item is dropped), never a panic.
+// empty it returns ErrClosed. An item that is corrupt in shared memory, or
+// cannot be decoded as a T, is an error wrapping ErrCorrupt, never a
+// panic: the item is dropped (in a JoinableQueue it counts as lost at
+// once, and Join reports it with ErrTasksLost; TaskDone is not to be
+// called for it). A JoinableQueue's Get may also return
+// ErrTooManyProcesses.
 func (q *Queue[T]) Get(ctx context.Context) (T, error) { return q.get(ctx, true) }
 
 // TryGet is Get without blocking: it returns ErrEmpty if there is no item.
@@ -345,7 +546,14 @@ func (q *Queue[T]) GetInto(ctx context.Context, dst *T) error {
 // says).
 func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut ring.CopyOut) ([]byte, error) {
 	if q.join != nil {
-		copyOut = q.join.counting(copyOut)
+		// Before anything is taken: an item this process could not be
+		// tracked as holding would be one Join might wait for forever.
+		if err := q.join.own(); err != nil {
+			return nil, err
+		}
+	}
+	if q.acct != nil {
+		copyOut = q.acct.wrap(copyOut)
 	}
 	var msg []byte
 	var err error
@@ -355,20 +563,45 @@ func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut r
 		msg, err = q.r.TryGetWith(dst, copyOut)
 	}
 	if err != nil {
+		if errors.Is(err, ring.ErrCorrupt) {
+			// The ring consumed the cell without copying anything out,
+			// so nothing was recorded of the item.
+			if q.exact != nil {
+				q.exact.give(1)
+			}
+			if q.join != nil {
+				q.join.drop(false)
+			}
+		}
 		return nil, queueErr(err)
 	}
-	q.h.loc.raceAcquire()
-	if q.count != nil {
-		q.giveSlot()
+	if q.exact != nil {
+		wait.Wake(q.exact.slots, 1) // for the slot freed in the copy-out
 	}
+	q.h.loc.raceAcquire()
 	return msg, nil
 }
 
 func (q *Queue[T]) decode(msg []byte, v *T) error {
 	if err := codec.Unmarshal(msg, v); err != nil {
-		return fmt.Errorf("mp: Get: %w", err)
+		if q.join != nil {
+			q.join.drop(true)
+		}
+		return decodeErr("Get", err)
 	}
 	return nil
+}
+
+// decodeErr is the error of a Get or Recv (op) whose message failed to
+// decode: it wraps ErrCorrupt whatever the decoder's reason, including the
+// limits it enforces on nesting and lengths (which wrap the codec's own
+// ErrTooLarge, a sentinel callers cannot name), and keeps the decoder's
+// detail.
+func decodeErr(op string, err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("mp: %s: %w", op, err)
+	}
+	return fmt.Errorf("mp: %s: %w: %w", op, ErrCorrupt, err)
 }
 
 // PutMany puts every item of vs in order, as Put does, stopping at the
@@ -404,8 +637,8 @@ func (q *Queue[T]) GetMany(ctx context.Context, max int) ([]T, error) {
 // moment it was read.
 func (q *Queue[T]) Len() int {
 	q.check()
-	if q.count != nil {
-		return int(atomic.LoadUint32(q.count))
+	if q.exact != nil {
+		return int(atomic.LoadUint32(q.exact.count))
 	}
 	return q.r.Len()
 }
@@ -429,9 +662,9 @@ func (q *Queue[T]) Full() bool {
 func (q *Queue[T]) Close() {
 	q.check()
 	q.r.Close()
-	if q.slots != nil {
-		atomic.AddUint32(q.slots, 1)
-		wait.Wake(q.slots, math.MaxInt32)
+	if q.exact != nil {
+		atomic.AddUint32(q.exact.slots, 1)
+		wait.Wake(q.exact.slots, math.MaxInt32)
 	}
 }
 

@@ -7,10 +7,15 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/ring"
 )
 
 // Fuzzing of the decoding side of queues and pipes: whatever bytes sit in
@@ -147,16 +152,11 @@ type fzCase interface {
 }
 
 // fzDecodeErrOK reports whether err is an acceptable outcome of decoding
-// a bad message: an error wrapping ErrCorrupt, as Get and Recv document.
-//
-// Messages that trip one of the decoder's limits (nesting deeper than 1024,
-// an array head over 2^27 items, a map head over 2^24 pairs) currently come
-// back wrapping codec.ErrTooLarge, which is neither ErrCorrupt nor
-// mp.ErrTooLarge, so a caller cannot recognise them with errors.Is. They
-// are accepted here so that the target checks the rest (no panic, bounded
-// allocation, queue still usable); see the seeds for such messages.
+// a bad message: an error wrapping ErrCorrupt, as Get and Recv document,
+// whatever the reason, including the decoder's limits (nesting deeper than
+// 1024, an array head over 2^27 items, a map head over 2^24 pairs).
 func fzDecodeErrOK(err error) bool {
-	return errors.Is(err, ErrCorrupt) || errors.Is(err, codec.ErrTooLarge)
+	return errors.Is(err, ErrCorrupt)
 }
 
 func fzCheck(t *testing.T, cases []fzCase, raw []byte) {
@@ -204,7 +204,7 @@ func newQueueCase[T any](tb testing.TB, sample T) fzCase {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if q.count != nil {
+	if q.exact != nil {
 		tb.Fatal("the queue keeps its own count")
 	}
 	return &queueCase[T]{q, sample}
@@ -358,4 +358,173 @@ func FuzzPipeDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		fzCheck(t, cases, raw)
 	})
+}
+
+// SetQueueHook installs f as this process's queue test hook (nil removes
+// it), which Put and Get call at the points HookSlotTaken, HookTaking and
+// HookTaken: the kill tests of package mp_test stop a child there to kill
+// it. It must be called before the process uses a queue.
+func SetQueueHook(f func(point int)) {
+	if f == nil {
+		queueHook = nil
+		return
+	}
+	queueHook = func(p hookPoint) { f(int(p)) }
+}
+
+// The points of SetQueueHook.
+const (
+	HookSlotTaken = int(hookSlotTaken)
+	HookTaking    = int(hookTaking)
+	HookTaken     = int(hookTaken)
+)
+
+// ringCell returns the bytes of the cell of r that holds position pos, as
+// internal/ring lays them out: a 512-byte header whose u32 at 12 is the
+// cell size, then the cells, each a 32-byte head (state u64, len u32,
+// flags u32, out-of-line block u64, spare u64) and the inline payload.
+func ringCell(t *testing.T, r *ring.Ring, pos int) []byte {
+	a, err := treeArena()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := a.BlockSize(r.Offset())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := a.Bytes(r.Offset(), size)
+	cellSize := int(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[12]))))
+	off := 512 + (pos%r.Cap())*cellSize
+	return mem[off : off+cellSize]
+}
+
+// TestJoinableQueueCorruptItem: an item that Get drops as corrupt, because
+// its ring cell is invalid or because its bytes do not decode, counts as
+// lost at once: Join returns ErrTasksLost instead of waiting for a
+// TaskDone that nobody is to call, and an exact maxsize has the item's
+// slot back.
+func TestJoinableQueueCorruptItem(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		corrupt func(cell []byte)
+	}{
+		{"cell", func(cell []byte) { atomic.StoreUint32((*uint32)(unsafe.Pointer(&cell[12])), 0x55) }},
+		{"encoding", func(cell []byte) { cell[32] = 0x00 }}, // the codec's tag: none is 0
+	} {
+		for _, maxsize := range []int{8, 3} {
+			t.Run(fmt.Sprintf("%s/maxsize%d", tc.name, maxsize), func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				q, err := NewJoinableQueue[int](maxsize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if (q.exact != nil) != (maxsize == 3) {
+					t.Fatalf("maxsize %d: exact count %v", maxsize, q.exact != nil)
+				}
+				for _, v := range []int{7, 8} {
+					if err := q.TryPut(v); err != nil {
+						t.Fatal(err)
+					}
+				}
+				tc.corrupt(ringCell(t, q.r, 0))
+				if v, err := q.TryGet(); !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("TryGet of the corrupt item = %d, %v; want ErrCorrupt", v, err)
+				}
+				if v, err := q.TryGet(); err != nil || v != 8 {
+					t.Fatalf("TryGet = %d, %v; want 8", v, err)
+				}
+				if err := q.TaskDone(); err != nil {
+					t.Fatal(err)
+				}
+				if err := q.Join(ctx); !errors.Is(err, ErrTasksLost) || !strings.HasSuffix(err.Error(), ": 1 items") {
+					t.Fatalf("Join = %v, want ErrTasksLost for 1 item", err)
+				}
+				if err := q.TaskDone(); !errors.Is(err, ErrTaskDone) {
+					t.Fatalf("TaskDone for the dropped item = %v, want ErrTaskDone", err)
+				}
+				for i := range maxsize {
+					if err := q.TryPut(i); err != nil {
+						t.Fatalf("TryPut %d of %d: %v (Len %d)", i+1, maxsize, err, q.Len())
+					}
+				}
+				if q.exact != nil {
+					if err := q.TryPut(-1); !errors.Is(err, ErrFull) {
+						t.Fatalf("TryPut beyond maxsize = %v", err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestQueueDecodeLimitIsCorrupt: an item that trips one of the decoder's
+// limits (here, nesting, which Put cannot produce: the encoder has the same
+// limit) is an error wrapping ErrCorrupt, saying which limit. (Recv's is
+// checked in pipe_test.go.)
+func TestQueueDecodeLimitIsCorrupt(t *testing.T) {
+	deep := fzCBOR()
+	for range 2000 {
+		deep = append(deep, 0x81)
+	}
+	deep = append(deep, 0x00)
+	q, err := NewQueue[any](8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.r.TryPut(deep); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.TryGet(); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "nest") {
+		t.Fatalf("Get of an item nested 2000 deep = %v; want ErrCorrupt with the decoder's detail", err)
+	}
+}
+
+// TestHoldersReclaimOnce: goroutines reclaiming a holder table at once (as
+// processes do, with the same atomics on shared memory) give back each
+// dead entry's holdings exactly once, never a live one's; and losses
+// counted while several account for them at once are each taken by one.
+func TestHoldersReclaimOnce(t *testing.T) {
+	const dead, reclaimers = 40, 8
+	for round := range 50 {
+		mem := make([]uint64, holdersSize/8)
+		h := &holders{base: unsafe.Pointer(&mem[0])}
+		want := 0
+		for i := range dead {
+			// Pids above Linux's PID_MAX_LIMIT (2^22): never alive.
+			h.addFor(uint64(1<<23+i)|uint64(round+1)<<32, int32(i+1))
+			want += i + 1
+		}
+		h.add(3) // this process's: alive
+		var got atomic.Int64
+		var lost, taken atomic.Uint32
+		var seen uint32
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 1000 {
+				lost.Add(1)
+			}
+		}()
+		var wg sync.WaitGroup
+		for range reclaimers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got.Add(int64(h.reclaim()))
+				for range 200 {
+					taken.Add(takeNew(&seen, lost.Load()))
+				}
+			}()
+		}
+		wg.Wait()
+		<-done
+		taken.Add(takeNew(&seen, lost.Load()))
+		if got.Load() != int64(want) || h.total() != 3 {
+			t.Fatalf("round %d: reclaimed %d, want %d; %d left, want this process's 3", round, got.Load(), want, h.total())
+		}
+		if taken.Load() != 1000 {
+			t.Fatalf("round %d: %d losses taken, want 1000", round, taken.Load())
+		}
+	}
 }
