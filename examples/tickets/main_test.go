@@ -1,0 +1,354 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/mp/internal/exampletest"
+	"github.com/multiproc/mp/internal/leakcheck"
+)
+
+// TestMain makes the test process the reaper of its orphans: a process the
+// example left behind when it exited, alive or killed with it, becomes a
+// child of this process instead of init's, where leftBehind finds it.
+func TestMain(m *testing.M) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if pids := leftBehind(); len(pids) > 0 {
+		fmt.Fprintf(os.Stderr, "processes left behind: %v\n", pids)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// leftBehind returns the example's processes that are still children of
+// this one: the example's own binary and the copies it re-executes
+// (/proc/self/exe, so named "exe"). Other children are not the example's:
+// the go command that builds it may leave a helper of its own (telemetry)
+// to this reaper.
+func leftBehind() []int {
+	var pids []int
+	for _, pid := range leakcheck.Children() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if comm := strings.TrimSpace(string(b)); err == nil && (comm == "exe" || comm == "example") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// run runs the example and fails the test if it leaves a process behind.
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out := exampletest.Run(t, ".", args...)
+	if pids := leftBehind(); len(pids) > 0 {
+		t.Errorf("the example left processes behind: %v", pids)
+		for _, pid := range pids { // so that the next test starts clean
+			syscall.Kill(pid, syscall.SIGKILL)
+			var ws syscall.WaitStatus
+			syscall.Wait4(pid, &ws, 0, nil)
+		}
+	}
+	return out
+}
+
+var (
+	headerLine = regexp.MustCompile(`^(\d+) buyers, (\d+) attempts? each, rush for (\d+) tickets; \S+ from reading the stock to writing it back \(in memory: none\); buyers in (\d+) processes$`)
+	buyerLine  = regexp.MustCompile(`^buyer (\d+) \(pid (\d+)\) bought (\d+) of (\d+): (?:sold out|tickets? ([\d ]+))$`)
+	tableHead  = regexp.MustCompile(`^strategy +buyers +tickets +sold +oversold +left in db +elapsed +attempts/s$`)
+	tableRow   = regexp.MustCompile(`^(unsafe|lock|queue|memory) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\S+) +(\d+)$`)
+	noteLine   = regexp.MustCompile(`^(unsafe|lock|queue|memory): (\d+) sold from a stock of (\d+) \((\d+) oversold\); (\d+) tickets? sold more than once \(ticket (\d+) to (\d+) buyers\); the database says (\d+) left: (-?\d+) of the (\d+) sales were overwritten$`)
+)
+
+// outcome is a buyer's -v line.
+type outcome struct {
+	buyer, pid, bought, attempts int
+	tickets                      []int
+}
+
+// row is a strategy's line of the table; note its explanation, if any.
+type row struct{ buyers, tickets, sold, oversold, left int }
+
+type note struct{ sold, stock, oversold, shared, worst, worstCount, left, overwritten, sales int }
+
+// output is the example's output, parsed.
+type output struct {
+	buyers, attempts, tickets, procs int
+	order                            []string             // strategies, in the table's order
+	lines                            map[string][]outcome // -v lines, by strategy
+	rows                             map[string]row
+	notes                            map[string]note
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// parse parses everything the example prints and fails on anything else:
+// the header, with -v a section of buyer lines per strategy, the table,
+// and notes.
+func parse(t *testing.T, out string) output {
+	t.Helper()
+	o := output{lines: map[string][]outcome{}, rows: map[string]row{}, notes: map[string]note{}}
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	m := headerLine.FindStringSubmatch(lines[0])
+	if m == nil {
+		t.Fatalf("first line %q is not the header:\n%s", lines[0], out)
+	}
+	o.buyers, o.attempts, o.tickets, o.procs = atoi(t, m[1]), atoi(t, m[2]), atoi(t, m[3]), atoi(t, m[4])
+	section := ""
+	for i, l := range lines[1:] {
+		switch name, ok := strings.CutSuffix(l, ":"); {
+		case ok && slices.Contains(strategies, name):
+			section = name
+		case buyerLine.MatchString(l):
+			m := buyerLine.FindStringSubmatch(l)
+			if section == "" {
+				t.Fatalf("line %d: %q before any strategy's section", i+2, l)
+			}
+			b := outcome{buyer: atoi(t, m[1]), pid: atoi(t, m[2]), bought: atoi(t, m[3]), attempts: atoi(t, m[4])}
+			for _, f := range strings.Fields(m[5]) {
+				b.tickets = append(b.tickets, atoi(t, f))
+			}
+			o.lines[section] = append(o.lines[section], b)
+		case l == "" || tableHead.MatchString(l):
+		case tableRow.MatchString(l):
+			m := tableRow.FindStringSubmatch(l)
+			o.order = append(o.order, m[1])
+			o.rows[m[1]] = row{atoi(t, m[2]), atoi(t, m[3]), atoi(t, m[4]), atoi(t, m[5]), atoi(t, m[6])}
+		case noteLine.MatchString(l):
+			m := noteLine.FindStringSubmatch(l)
+			var n [9]int
+			for j := range n {
+				n[j] = atoi(t, m[j+2])
+			}
+			o.notes[m[1]] = note{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8]}
+		default:
+			t.Fatalf("line %d: unexpected %q:\n%s", i+2, l, out)
+		}
+	}
+	return o
+}
+
+// check checks one strategy's lines, row and note against each other and
+// against what the strategy promises. It returns the row.
+func check(t *testing.T, o output, strategy string, verbose bool) row {
+	t.Helper()
+	r, ok := o.rows[strategy]
+	if !ok {
+		t.Fatalf("%s: no row in the table", strategy)
+	}
+	if r.buyers != o.buyers || r.tickets != o.tickets || r.oversold != max(r.sold-o.tickets, 0) || r.left < 0 || r.left > o.tickets {
+		t.Errorf("%s: row %+v, with %d buyers and %d tickets", strategy, r, o.buyers, o.tickets)
+	}
+	safe := strategy != "unsafe"
+	if want := min(o.buyers*o.attempts, o.tickets); safe && (r.sold != want || r.left != o.tickets-r.sold) {
+		t.Errorf("%s: sold %d, %d left in the database; want %d sold, %d left", strategy, r.sold, r.left, want, o.tickets-want)
+	}
+	// Without coordination the database forgets sales, but every count it
+	// holds was written by a buyer who read one more: going back from the
+	// final count to the stock takes that many distinct sales. A refusal
+	// means someone read 0: the stock had been sold at least once over.
+	if !safe && r.sold < o.tickets-r.left {
+		t.Errorf("%s: sold %d, but the database went from %d to %d", strategy, r.sold, o.tickets, r.left)
+	}
+
+	owners := map[int]int{} // ticket number -> buyers
+	if verbose {
+		lines := o.lines[strategy]
+		seen := make([]bool, o.buyers)
+		pids := map[int]bool{}
+		sold, refused := 0, false
+		for _, b := range lines {
+			if b.buyer < 0 || b.buyer >= o.buyers || seen[b.buyer] {
+				t.Errorf("%s: buyer %d out of range or reported twice", strategy, b.buyer)
+				continue
+			}
+			seen[b.buyer] = true
+			pids[b.pid] = true
+			if b.attempts != o.attempts || b.bought != len(b.tickets) || b.bought > b.attempts {
+				t.Errorf("%s: buyer %d: %+v, with %d attempts", strategy, b.buyer, b, o.attempts)
+			}
+			refused = refused || b.bought < b.attempts
+			sold += b.bought
+			for _, n := range b.tickets {
+				if n < 1 || n > o.tickets {
+					t.Errorf("%s: buyer %d bought ticket %d of %d", strategy, b.buyer, n, o.tickets)
+				}
+				owners[n]++
+			}
+		}
+		if len(lines) != o.buyers {
+			t.Errorf("%s: %d buyers reported, want %d", strategy, len(lines), o.buyers)
+		}
+		if len(pids) != o.procs {
+			t.Errorf("%s: buyers ran in %d processes, the header says %d", strategy, len(pids), o.procs)
+		}
+		if sold != r.sold {
+			t.Errorf("%s: the buyers' lines add up to %d sold, the table says %d", strategy, sold, r.sold)
+		}
+		if refused && r.sold < o.tickets {
+			t.Errorf("%s: a buyer was refused, but only %d of %d tickets were sold", strategy, r.sold, o.tickets)
+		}
+		// Under coordination the tickets sold are numbered from the stock
+		// down, each sold once.
+		for n := o.tickets; safe && n > o.tickets-r.sold; n-- {
+			if owners[n] != 1 {
+				t.Errorf("%s: ticket %d sold to %d buyers", strategy, n, owners[n])
+			}
+		}
+	}
+
+	n, explained := o.notes[strategy]
+	overwritten := r.sold - (o.tickets - r.left)
+	if safe && explained {
+		t.Errorf("%s: explained as if it went wrong: %+v", strategy, n)
+	}
+	if !safe && explained {
+		if n.sold != r.sold || n.stock != o.tickets || n.oversold != r.oversold || n.left != r.left ||
+			n.overwritten != overwritten || n.sales != r.sold {
+			t.Errorf("%s: note %+v disagrees with row %+v", strategy, n, r)
+		}
+		if verbose {
+			shared, worst, worstCount := 0, 0, 0
+			for num, c := range owners {
+				if c > 1 {
+					shared++
+				}
+				if c > worstCount || c == worstCount && num > worst {
+					worst, worstCount = num, c
+				}
+			}
+			if n.shared != shared || n.worst != worst || n.worstCount != worstCount {
+				t.Errorf("%s: note says %d tickets sold more than once, ticket %d to %d; the lines say %d, ticket %d to %d",
+					strategy, n.shared, n.worst, n.worstCount, shared, worst, worstCount)
+			}
+		}
+	}
+	if !safe && !explained && overwritten != 0 {
+		t.Errorf("%s: %d sales overwritten and no note", strategy, overwritten)
+	}
+	if !safe {
+		t.Logf("%s: %d sold from %d, %d oversold, %d overwritten (not checked: it depends on timing)", strategy, r.sold, o.tickets, r.oversold, overwritten)
+	}
+	return r
+}
+
+// dbCount reads the count in the database file.
+func dbCount(t *testing.T, path string) int {
+	t.Helper()
+	n, err := readDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestStrategies runs each strategy on its own with many buyers for few
+// tickets, in fewer processes than buyers, and checks every buyer's line,
+// the table and the database file.
+func TestStrategies(t *testing.T) {
+	for _, strategy := range strategies {
+		t.Run(strategy, func(t *testing.T) {
+			db := filepath.Join(t.TempDir(), "ticket.json")
+			out := run(t, "-strategy="+strategy, "-buyers=40", "-tickets=10", "-latency=1ms-5ms", "-procs=4", "-v", "-db="+db)
+			o := parse(t, out)
+			if o.buyers != 40 || o.tickets != 10 || o.attempts != 1 || o.procs != 4 || !slices.Equal(o.order, []string{strategy}) {
+				t.Fatalf("not the run asked for:\n%s", out)
+			}
+			r := check(t, o, strategy, true)
+			if got := dbCount(t, db); got != r.left {
+				t.Errorf("the database says %d left, the table %d", got, r.left)
+			}
+		})
+	}
+}
+
+// TestAll runs the four strategies in one program, with several attempts
+// per buyer: more attempts than tickets, then fewer (everyone gets what
+// they asked for), with buyers spread unevenly over processes.
+func TestAll(t *testing.T) {
+	for _, c := range []struct{ buyers, attempts, tickets, procs int }{
+		{40, 3, 100, 6},
+		{25, 2, 100, 7},
+	} {
+		t.Run(fmt.Sprintf("%dx%d-for-%d", c.buyers, c.attempts, c.tickets), func(t *testing.T) {
+			db := filepath.Join(t.TempDir(), "ticket.json")
+			out := run(t, fmt.Sprint("-buyers=", c.buyers), fmt.Sprint("-attempts=", c.attempts), fmt.Sprint("-tickets=", c.tickets),
+				fmt.Sprint("-procs=", c.procs), "-latency=1ms-3ms", "-v", "-db="+db)
+			o := parse(t, out)
+			if !slices.Equal(o.order, strategies) || o.procs != c.procs {
+				t.Fatalf("want a row per strategy, in order, and %d processes:\n%s", c.procs, out)
+			}
+			for _, s := range strategies {
+				check(t, o, s, true)
+			}
+			// The database is left as the last strategy, memory, left it.
+			if got, want := dbCount(t, db), o.rows["memory"].left; got != want {
+				t.Errorf("the database says %d left, memory's row %d", got, want)
+			}
+		})
+	}
+}
+
+// TestDefault is `go run ./examples/tickets` with a shorter latency: the
+// four strategies, ten buyers, five tickets, and nothing on stdout but the
+// header, the table and notes (no progress line: stderr is not a terminal).
+func TestDefault(t *testing.T) {
+	out := run(t, "-latency=1ms-5ms")
+	o := parse(t, out)
+	if o.buyers != 10 || o.tickets != 5 || o.attempts != 1 || !slices.Equal(o.order, strategies) {
+		t.Fatalf("not the default run:\n%s", out)
+	}
+	for _, s := range strategies {
+		check(t, o, s, false)
+	}
+}
+
+// TestScale is the memory strategy's rush at scale: 1,000 buyers making
+// 100 attempts each, 100,000 purchases for 60,000 tickets. Every ticket is
+// sold exactly once and every buyer reports.
+func TestScale(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "ticket.json")
+	out := run(t, "-strategy=memory", "-buyers=1000", "-attempts=100", "-tickets=60000", "-v", "-db="+db)
+	o := parse(t, out)
+	if o.buyers != 1000 || o.attempts != 100 || o.tickets != 60000 {
+		t.Fatalf("not the run asked for:\n%.2000s", out)
+	}
+	if r := check(t, o, "memory", true); r.sold != 60000 || r.left != 0 {
+		t.Errorf("sold %d, %d left", r.sold, r.left)
+	}
+	if got := dbCount(t, db); got != 0 {
+		t.Errorf("the database says %d left", got)
+	}
+}
+
+// TestBadFlags: a mistake on the command line is an error, not a rush.
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"-strategy=optimistic"}, {"-buyers=0"}, {"-latency=5ms-1ms"}} {
+		out, err := exampletest.RunStatus(t, ".", args...)
+		if err == nil || out != "" {
+			t.Errorf("%v: exit %v, stdout %q; want a failure and no output", args, err, out)
+		}
+	}
+	if pids := leftBehind(); len(pids) > 0 {
+		t.Errorf("processes left behind: %v", pids)
+	}
+}
