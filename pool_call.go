@@ -330,13 +330,20 @@ func (e *MapError) Unwrap() []error { return e.Errs }
 // a *MapError. If ctx ends first it returns ctx.Err(); tasks not started
 // never start and running ones have their workers killed.
 func Map[R, A any](ctx context.Context, p *Pool, fn any, items []A, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, len(items), func(i int) []any { return []any{items[i]} }, opts)
+	return starmap[R](ctx, p, fn, mapInput{
+		n:    len(items),
+		args: func(i int) []any { return []any{items[i]} },
+		elem: reflect.TypeFor[A](),
+		encode: func(b []byte, lo, hi int) ([]byte, error) {
+			return codec.AppendMarshal(b, items[lo:hi:hi])
+		},
+	}, opts)
 }
 
 // Starmap is Map for functions of several arguments: it calls
 // fn(args[i]...) for every i (Python's starmap).
 func Starmap[R any](ctx context.Context, p *Pool, fn any, args [][]any, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, len(args), func(i int) []any { return args[i] }, opts)
+	return starmap[R](ctx, p, fn, mapInput{n: len(args), args: func(i int) []any { return args[i] }}, opts)
 }
 
 // MapAsync is Map without waiting: the result is the slice of results
@@ -349,7 +356,18 @@ func MapAsync[R, A any](p *Pool, fn any, items []A, opts ...MapOption) *AsyncRes
 	return a
 }
 
-func starmap[R any](ctx context.Context, p *Pool, fn any, n int, argsOf func(int) []any, opts []MapOption) ([]R, error) {
+// mapInput is what starmap maps over: n calls, whose arguments args
+// gives one call at a time, or, for calls of one argument of type elem,
+// encode gives as one encoded slice of those of calls lo to hi (nil
+// encode: never batched).
+type mapInput struct {
+	n      int
+	args   func(i int) []any
+	elem   reflect.Type
+	encode func(b []byte, lo, hi int) ([]byte, error)
+}
+
+func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []MapOption) ([]R, error) {
 	var o mapOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -358,11 +376,13 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, n int, argsOf func(int
 	if err != nil {
 		return nil, err
 	}
+	n := in.n
 	chunk := o.chunk
 	if chunk <= 0 {
 		q, r := n/(4*p.cfg.n), n%(4*p.cfg.n)
 		chunk = max(q+min(r, 1), 1)
 	}
+	batched := !p.threads && chunk > 1 && in.encode != nil && t.batchable(in.elem)
 	out := make([]R, n)
 	var (
 		mu      sync.Mutex
@@ -371,21 +391,18 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, n int, argsOf func(int
 		allDone = make(chan struct{})
 		skip    = new(atomic.Bool)
 	)
-	record := func(idx []int, rs []result) {
+	// settle records that count items are done, of which fails failed
+	// (indexes in items).
+	settle := func(count int, fails []failure) {
 		mu.Lock()
 		defer mu.Unlock()
-		for k, r := range rs {
-			v, err := decodeResult[R](r)
-			if err != nil {
-				failed[idx[k]] = err
-				if o.failFast {
-					skip.Store(true)
-				}
-			} else {
-				out[idx[k]] = v
-			}
+		for _, f := range fails {
+			failed[f.index] = f.err
 		}
-		left -= len(rs)
+		if len(fails) > 0 && o.failFast {
+			skip.Store(true)
+		}
+		left -= count
 		if o.progress != nil {
 			o.progress(n-left, n)
 		}
@@ -393,29 +410,105 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, n int, argsOf func(int
 			close(allDone)
 		}
 	}
-	var jobs []*job
-	for start := 0; start < n; start += chunk {
-		j := &job{fn: t, skip: skip}
-		if ctx.Done() != nil {
-			j.ctx = ctx
-		}
-		var idx []int
-		for i := start; i < min(start+chunk, n); i++ {
-			if err := p.addCall(j, argsOf(i)); err != nil {
-				record([]int{i}, []result{{err: err}})
-				continue
+	// record takes results one by one: rs[k] is that of item idx[k], or
+	// of item lo+k if idx is nil. Each item has a place of its own in out:
+	// writing it needs no lock.
+	record := func(idx []int, lo int, rs []result) {
+		var fails []failure
+		for k, r := range rs {
+			i := lo + k
+			if idx != nil {
+				i = idx[k]
 			}
-			idx = append(idx, i)
+			var err error
+			if out[i], err = decodeResult[R](r); err != nil {
+				fails = append(fails, failure{i, err})
+			}
 		}
-		if len(idx) > 0 {
-			j.finish = func(rs []result) { record(idx, rs) }
-			jobs = append(jobs, j)
+		settle(len(rs), fails)
+	}
+	// recordBatch takes a batched answer for items lo to hi.
+	recordBatch := func(lo, hi int, vals []byte, fails []failure) {
+		var all []failure
+		for k, err := range decodeBatch(out[lo:hi], vals) {
+			if err != nil {
+				all = append(all, failure{lo + k, err})
+			}
 		}
+		for _, f := range fails {
+			var zero R
+			out[lo+f.index] = zero
+			all = append(all, failure{lo + f.index, f.err})
+		}
+		settle(hi-lo, all)
 	}
 	if n == 0 {
 		return out, nil
 	}
-	if err := p.submit(jobs...); err != nil {
+	// Jobs go to the pool as soon as they are encoded, so that workers
+	// start on the first while the rest are being encoded; in batches of
+	// doubling size, so that a Map of many small chunks takes the pool's
+	// lock a logarithmic number of times only.
+	var pending []*job
+	sent := 0
+	encoded, encodedItems := 0, 0 // bytes and items of the batched chunks so far
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		err := p.submit(pending...)
+		sent += len(pending)
+		pending = pending[:0]
+		if err != nil {
+			// Map gives up: what it submitted already need not start.
+			skip.Store(true)
+		}
+		return err
+	}
+	for start := 0; start < n; start += chunk {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		end := min(start+chunk, n)
+		j := &job{fn: t, skip: skip}
+		if ctx.Done() != nil {
+			j.ctx = ctx
+		}
+		if batched {
+			// Sized after the chunks before, the buffer need not grow
+			// (and copy) its way up to a chunk's size.
+			b, err := in.encode(make([]byte, 0, encoded/max(encodedItems, 1)*(end-start)*9/8+64), start, end)
+			if err == nil {
+				j.body, j.ncalls, j.batch = b, end-start, true
+				encoded, encodedItems = encoded+len(b), encodedItems+end-start
+			}
+		}
+		if j.batch {
+			j.finish = func(rs []result) { record(nil, start, rs) }
+			j.finishBatch = func(vals []byte, fails []failure) { recordBatch(start, end, vals, fails) }
+		} else {
+			// One by one; an item that cannot be encoded fails alone.
+			var idx []int
+			for i := start; i < end; i++ {
+				if err := p.addCall(j, in.args(i)); err != nil {
+					record(nil, i, []result{{err: err}})
+					continue
+				}
+				idx = append(idx, i)
+			}
+			if len(idx) == 0 {
+				continue
+			}
+			j.finish = func(rs []result) { record(idx, 0, rs) }
+		}
+		pending = append(pending, j)
+		if len(pending) >= max(sent, 1) {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
 		return nil, err
 	}
 	select {

@@ -12,18 +12,24 @@ import (
 )
 
 // job is one message's worth of work for a pool: one call of fn, or a
-// chunk of calls (Map). Its result is delivered exactly once, to finish.
+// chunk of calls (Map). Its result is delivered exactly once, to finish,
+// or to finishBatch for a batched job that the worker answered in kind.
 type job struct {
-	id      uint64
-	fn      *target
-	body    []byte            // process pools: the calls, as in a task frame
-	ncalls  int               // process pools: how many calls body holds
-	vals    [][]reflect.Value // thread pools: each call's arguments
-	ctx     context.Context   // nil: none
-	retries int
-	skip    *atomic.Bool // set when the job is no longer wanted (FailFast)
-	finish  func([]result)
-	done    atomic.Bool
+	id          uint64
+	fn          *target
+	body        []byte            // process pools: the calls, as in a task frame
+	ncalls      int               // process pools: how many calls body holds
+	vals        [][]reflect.Value // thread pools: each call's arguments
+	ctx         context.Context   // nil: none
+	retries     int
+	skip        *atomic.Bool // set when the job is no longer wanted (FailFast)
+	finish      func([]result)
+	finishBatch func(vals []byte, fails []failure) // batched jobs only
+	done        atomic.Bool
+	// batch: body is one encoded slice of the calls' single arguments
+	// (see pool_chunk.go), not a list of argument lists. It sits here to
+	// pack with done and sent, which keeps a job in its size class.
+	batch bool
 
 	// Guarded by the pool's mutex.
 	sent    bool  // given to a worker process
@@ -44,12 +50,29 @@ func (j *job) calls() int {
 	return j.ncalls
 }
 
+// failure is the error of one call of a batched job, by its index in the
+// job.
+type failure struct {
+	index int
+	err   error
+}
+
 // complete delivers rs, the first time only.
 func (j *job) complete(rs []result) {
 	if j.done.Swap(true) {
 		return
 	}
 	j.finish(rs)
+}
+
+// completeBatch delivers a batched answer, the first time only: vals, the
+// encoded slice of every call's value (nil if fn returns none, zero values
+// where calls failed), and the failed calls.
+func (j *job) completeBatch(vals []byte, fails []failure) {
+	if j.done.Swap(true) {
+		return
+	}
+	j.finishBatch(vals, fails)
 }
 
 // fail completes every call of j with err.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/multiproc/mp"
 )
 
@@ -509,4 +511,298 @@ func TestPoolNoTaskWaitsBehindASlowOne(t *testing.T) {
 		t.Fatalf("hanging task = %v", err)
 	}
 	closeAndJoin(t, p)
+}
+
+// Batched chunks (Map with chunks of more than one item): every kind of
+// fault of one item must fail that item alone, by its index.
+
+func panicOnThrees(x int) int {
+	if x%10 == 3 {
+		panic(fmt.Sprintf("%d ends in 3", x))
+	}
+	return x * x
+}
+
+func dieOnSeven(x int) int {
+	if x == 7 {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	return x * x
+}
+
+func checkEven(ctx context.Context, x int) error {
+	if ctx == nil {
+		return errors.New("no context")
+	}
+	if x%2 == 1 {
+		return fmt.Errorf("item %d: %w", x, errOdd)
+	}
+	return nil
+}
+
+func strLen(s string) int { return len(s) }
+
+func byteTwice(b byte) int { return 2 * int(b) }
+
+// picky encodes as one byte, but refuses to be encoded when it ends in
+// 13 or decoded when it ends in 7 (mod 20): single faulty items.
+type picky int
+
+func (p picky) MarshalBinary() ([]byte, error) {
+	if p%20 == 13 {
+		return nil, errors.New("picky: 13 will not be encoded")
+	}
+	return []byte{byte(p)}, nil
+}
+
+func (p *picky) UnmarshalBinary(b []byte) error {
+	if len(b) != 1 || b[0]%20 == 7 {
+		return errors.New("picky: 7 will not be decoded")
+	}
+	*p = picky(b[0])
+	return nil
+}
+
+func pickyDouble(p picky) int { return 2 * int(p) }
+
+func pickyOf(x int) picky { return picky(x) }
+
+func init() {
+	mp.Register(panicOnThrees, dieOnSeven, checkEven, strLen, byteTwice, pickyDouble, pickyOf)
+}
+
+func ints(n int) []int {
+	items := make([]int, n)
+	for i := range items {
+		items[i] = i
+	}
+	return items
+}
+
+// mapFailures checks that err is a *MapError for exactly the items want,
+// and returns it.
+func mapFailures(t *testing.T, err error, want []int) *mp.MapError {
+	t.Helper()
+	var me *mp.MapError
+	if !errors.As(err, &me) || !slices.Equal(me.Indexes, want) {
+		t.Fatalf("Map error = %v, want failures of items %v", err, want)
+	}
+	return me
+}
+
+func TestPoolMapChunkFaults(t *testing.T) {
+	p := newPool(t, 2)
+	ctx := within(t)
+	items := ints(40)
+	// ChunkSize(1): one item per task, the others batched.
+	for _, opts := range [][]mp.MapOption{nil, {mp.ChunkSize(1)}, {mp.ChunkSize(8)}, {mp.ChunkSize(40)}} {
+		got, err := mp.Map[int](ctx, p, squareOrFail, items, opts...)
+		var odd []int
+		for i := 1; i < 40; i += 2 {
+			odd = append(odd, i)
+		}
+		me := mapFailures(t, err, odd)
+		if !errors.Is(err, errOdd) || !strings.Contains(me.Errs[1].Error(), "item 3") {
+			t.Fatalf("errors %v, want errOdd", me.Errs)
+		}
+		for i, v := range got {
+			if i%2 == 0 && v != i*i || i%2 == 1 && v != 0 {
+				t.Fatalf("item %d = %d", i, v)
+			}
+		}
+
+		got, err = mp.Map[int](ctx, p, panicOnThrees, items, opts...)
+		me = mapFailures(t, err, []int{3, 13, 23, 33})
+		for k, e := range me.Errs {
+			var te *mp.TaskError
+			if !errors.As(e, &te) || !te.Panicked || !strings.Contains(te.Message, fmt.Sprintf("%d ends in 3", me.Indexes[k])) ||
+				!strings.Contains(te.Stack, "panicOnThrees") {
+				t.Fatalf("item %d: %#v, want its panic with the stack", me.Indexes[k], e)
+			}
+		}
+		for i, v := range got {
+			if i%10 != 3 && v != i*i {
+				t.Fatalf("item %d = %d after a panic in its chunk", i, v)
+			}
+		}
+
+		// A function of a context, returning only an error.
+		_, err = mp.Map[struct{}](ctx, p, checkEven, items, opts...)
+		mapFailures(t, err, odd)
+	}
+	if _, err := mp.Apply[struct{}](ctx, p, checkEven, 2); err != nil {
+		t.Fatalf("Apply of a function returning only an error = %v", err)
+	}
+	// Items that fail to be encoded (13, 33: in the parent) or decoded (7,
+	// 27: in the worker), as arguments and as results.
+	pk := make([]picky, 40)
+	for i := range pk {
+		pk[i] = picky(i)
+	}
+	got, err := mp.Map[int](ctx, p, pickyDouble, pk, mp.ChunkSize(8))
+	me := mapFailures(t, err, []int{7, 13, 27, 33})
+	if !errors.Is(me.Errs[1], mp.ErrUnencodable) || !strings.Contains(me.Errs[0].Error(), "7 will not be decoded") {
+		t.Fatalf("argument faults: %v", me.Errs)
+	}
+	for i, v := range got {
+		if !slices.Contains(me.Indexes, i) && v != 2*i {
+			t.Fatalf("item %d = %d", i, v)
+		}
+	}
+	gotP, err := mp.Map[picky](ctx, p, pickyOf, items, mp.ChunkSize(8))
+	me = mapFailures(t, err, []int{7, 13, 27, 33})
+	if !errors.Is(me.Errs[1], mp.ErrUnencodable) || !strings.Contains(me.Errs[0].Error(), "7 will not be decoded") {
+		t.Fatalf("result faults: %v", me.Errs)
+	}
+	for i, v := range gotP {
+		if !slices.Contains(me.Indexes, i) && v != picky(i) {
+			t.Fatalf("item %d = %d", i, v)
+		}
+	}
+	// Strings and bytes, which the codec encodes raw on their own.
+	if got, err := mp.Map[int](ctx, p, strLen, []string{"", "a", "bb", "ccc"}, mp.ChunkSize(2)); err != nil || !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Fatalf("Map of strings = %v, %v", got, err)
+	}
+	if got, err := mp.Map[int](ctx, p, byteTwice, []byte{0, 1, 2, 255}, mp.ChunkSize(4)); err != nil || !slices.Equal(got, []int{0, 2, 4, 510}) {
+		t.Fatalf("Map of bytes = %v, %v", got, err)
+	}
+	// No worker was lost to any of it.
+	if v, err := mp.Apply[int](ctx, p, square, 3); err != nil || v != 9 {
+		t.Fatalf("Apply after the faults = %d, %v", v, err)
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolMapChunkWorkerKilled(t *testing.T) {
+	// The worker dies in the middle of the chunk of items 5 to 9: the
+	// whole chunk is lost with it, and only that chunk.
+	p := newPool(t, 2)
+	got, err := mp.Map[int](within(t), p, dieOnSeven, ints(40), mp.ChunkSize(5))
+	me := mapFailures(t, err, []int{5, 6, 7, 8, 9})
+	var wl *mp.WorkerLostError
+	if !errors.As(me.Errs[2], &wl) || wl.ExitCode != -int(syscall.SIGKILL) {
+		t.Fatalf("lost chunk error = %#v", me.Errs[2])
+	}
+	for i, v := range got {
+		if (i < 5 || i > 9) && v != i*i {
+			t.Fatalf("item %d = %d", i, v)
+		}
+	}
+	closeAndJoin(t, p)
+}
+
+func TestPoolMapChunkFailFastAndProgress(t *testing.T) {
+	p := newPool(t, 1)
+	items := make([]int, 400)
+	for i := range items {
+		items[i] = 2 * i
+	}
+	items[1] = 1 // fails, in the first chunk
+	var mu sync.Mutex
+	var done []int
+	_, err := mp.Map[int](within(t), p, squareOrFail, items, mp.ChunkSize(10), mp.FailFast(),
+		mp.Progress(func(n, total int) {
+			mu.Lock()
+			defer mu.Unlock()
+			if total != len(items) {
+				t.Errorf("Progress total %d", total)
+			}
+			done = append(done, n)
+		}))
+	var me *mp.MapError
+	if !errors.As(err, &me) || me.Indexes[0] != 1 || !errors.Is(me.Errs[0], errOdd) {
+		t.Fatalf("Map = %v", err)
+	}
+	if len(me.Indexes) < 200 || !errors.Is(me.Errs[len(me.Errs)-1], context.Canceled) {
+		t.Fatalf("%d items failed; FailFast should have cancelled most of the 390 not started", len(me.Indexes))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !sort.IntsAreSorted(done) || done[len(done)-1] != len(items) {
+		t.Fatalf("progress %v", done)
+	}
+	closeAndJoin(t, p)
+}
+
+// reportPidThenHang puts the pid of the worker running it into q, then
+// never returns: the Map it is part of goes on until the pool dies.
+func reportPidThenHang(q *mp.Queue[int]) int {
+	q.Put(context.Background(), os.Getpid())
+	select {}
+}
+
+// mapUntilKilled runs a Map that never ends in a pool of two workers.
+func mapUntilKilled(q *mp.Queue[int]) error {
+	p, err := mp.NewPool(2)
+	if err != nil {
+		return err
+	}
+	items := make([]*mp.Queue[int], 100)
+	for i := range items {
+		items[i] = q
+	}
+	_, err = mp.Map[int](context.Background(), p, reportPidThenHang, items)
+	return err
+}
+
+func init() { mp.Register(reportPidThenHang, mapUntilKilled) }
+
+func TestPoolWorkersDieWithKilledParent(t *testing.T) {
+	q, err := mp.NewQueue[int](4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	p := mp.NewProcess(mapUntilKilled, q)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Each worker reports once, from the first item of its first chunk.
+	ctx := within(t)
+	fds := map[int]int{}
+	for len(fds) < 2 {
+		pid, err := q.Get(ctx)
+		if err != nil {
+			p.Kill()
+			t.Fatalf("waiting for the workers' pids: %v", err)
+		}
+		// A pidfd names this very process, even once its pid is reused.
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			p.Kill()
+			t.Fatalf("pidfd_open(%d): %v (the worker died before its parent was killed?)", pid, err)
+		}
+		defer unix.Close(fd)
+		fds[pid] = fd
+	}
+	// SIGKILL to the parent alone, not to its process group: it has no
+	// chance to stop its workers, who must notice on their own.
+	if err := syscall.Kill(p.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var pe *mp.ProcessError
+	if err := p.Join(ctx); !errors.As(err, &pe) || pe.ExitCode != -int(syscall.SIGKILL) {
+		t.Fatalf("Join = %v, want killed by SIGKILL", err)
+	}
+	deadline, _ := ctx.Deadline()
+	for pid, fd := range fds {
+		// A pidfd is readable once its process has exited.
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(pfd, int(max(time.Until(deadline), 0)/time.Millisecond))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("poll pidfd of %d: %v", pid, err)
+			}
+			if n == 0 {
+				for _, fd := range fds {
+					unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) // leave no survivor behind
+				}
+				t.Fatalf("pool worker %d still alive a minute after its parent was killed", pid)
+			}
+			break
+		}
+	}
 }

@@ -155,9 +155,9 @@ func (w *worker) receive() {
 			p.mu.Unlock()
 			continue
 		}
-		id, rs, err := parseResult(msg)
+		rep, err := parseResult(msg)
 		p.mu.Lock()
-		if err != nil || len(w.inflight) == 0 || w.inflight[0].id != id {
+		if err != nil || len(w.inflight) == 0 || !rep.fits(w.inflight[0]) {
 			p.mu.Unlock()
 			// Not what this worker was given: it cannot be trusted.
 			w.proc.Kill()
@@ -172,7 +172,11 @@ func (w *worker) receive() {
 		}
 		p.cond.Broadcast()
 		p.mu.Unlock()
-		j.complete(rs)
+		if rep.batched {
+			j.completeBatch(rep.vals, rep.fails)
+		} else {
+			j.complete(rep.rs)
+		}
 	}
 }
 
@@ -340,17 +344,34 @@ func (p *Pool) busyLocked() bool {
 	return false
 }
 
-// Frames between the parent and a worker.
+// Frames between the parent and a worker. A task's calls, and their
+// results, travel either one by one or, for a batched Map chunk, as one
+// encoded slice (see pool_chunk.go).
 const (
-	frameTask   = 'T' // id u64, deadline i64, timeout i64, fn, calls: nargs u16, args
-	frameResult = 'R' // id u64, calls: status u8, value or error
-	frameReady  = 'Y' // the initializer has run
+	// id u64, deadline i64, timeout i64, fn, ncalls u32, then per call
+	// nargs u16 and the encoded arguments.
+	frameTask = 'T'
+	// As frameTask up to ncalls, then the encoded slice of the calls'
+	// single arguments.
+	frameBatch = 'B'
+	// id u64, ncalls u32, then per call status u8 (0: value, 1: error)
+	// and the value or error.
+	frameResult = 'R'
+	// id u64, ncalls u32, the encoded slice of the values (empty if fn
+	// returns none), then the failed calls: count u32, and per failure
+	// its index u32 and error.
+	frameBatchResult = 'S'
+	frameReady       = 'Y' // the initializer has run
 )
 
 // appendTask encodes j; timeout is the pool's, which the worker counts
 // from when it starts the task.
 func appendTask(b []byte, j *job, timeout time.Duration) []byte {
-	b = append(b, frameTask)
+	if j.batch {
+		b = append(b, frameBatch)
+	} else {
+		b = append(b, frameTask)
+	}
 	b = binary.LittleEndian.AppendUint64(b, j.id)
 	var dl int64
 	if j.ctx != nil {
@@ -417,17 +438,15 @@ func (r *frameReader) u64() uint64 {
 func (r *frameReader) chunk() []byte { return r.take(r.u32()) }
 
 func taskID(msg []byte) (uint64, bool) {
-	if len(msg) < 9 || msg[0] != frameTask {
+	if len(msg) < 9 || (msg[0] != frameTask && msg[0] != frameBatch) {
 		return 0, false
 	}
 	return binary.LittleEndian.Uint64(msg[1:]), true
 }
 
-// appendResult encodes the results of task id.
+// appendResult appends the frameResult of task id.
 func appendResult(b []byte, id uint64, outs []workerOut) []byte {
-	b = append(b, frameResult)
-	b = binary.LittleEndian.AppendUint64(b, id)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(outs)))
+	b = appendResultHeader(b, frameResult, id, len(outs))
 	for _, o := range outs {
 		b = append(b, o.status)
 		b = appendChunk(b, o.data)
@@ -435,39 +454,101 @@ func appendResult(b []byte, id uint64, outs []workerOut) []byte {
 	return b
 }
 
+// appendResultHeader begins a result frame of kind for task id, of n
+// calls.
+func appendResultHeader(b []byte, kind byte, id uint64, n int) []byte {
+	b = append(b, kind)
+	b = binary.LittleEndian.AppendUint64(b, id)
+	return binary.LittleEndian.AppendUint32(b, uint32(n))
+}
+
 type workerOut struct {
 	status byte // 0: value, 1: error
 	data   []byte
 }
 
-func parseResult(msg []byte) (uint64, []result, error) {
+// reply is a parsed result frame.
+type reply struct {
+	id      uint64
+	n       int
+	batched bool
+	rs      []result  // one by one
+	vals    []byte    // batched: the encoded values, nil if none
+	fails   []failure // batched
+}
+
+// fits reports whether the reply answers j, as j was sent.
+func (r *reply) fits(j *job) bool {
+	return r.id == j.id && r.n == j.calls() && (!r.batched || j.batch)
+}
+
+func parseResult(msg []byte) (rep reply, err error) {
 	r := frameReader{b: msg}
-	if r.u8() != frameResult {
-		return 0, nil, fmt.Errorf("%w: not a result frame", ErrCorrupt)
+	kind := r.u8()
+	rep.id, rep.n = r.u64(), r.u32()
+	if r.err != nil {
+		return rep, r.err
 	}
-	id := r.u64()
-	n := r.u32()
-	if r.err != nil || n > len(r.b)/5 {
-		return 0, nil, fmt.Errorf("%w: bad result frame", ErrCorrupt)
-	}
-	rs := make([]result, n)
-	for i := range rs {
-		status, data := r.u8(), r.chunk()
-		switch {
-		case r.err != nil:
-			return 0, nil, r.err
-		case status == 0:
-			rs[i].raw = data
-		default:
-			var w taskErrWire
-			if err := codec.Unmarshal(data, &w); err != nil {
-				rs[i].err = fmt.Errorf("mp: unreadable error from a pool worker: %w", err)
-			} else {
-				rs[i].err = w.error()
+	switch kind {
+	case frameResult:
+		if rep.n > len(r.b)/5 {
+			return rep, fmt.Errorf("%w: bad result frame", ErrCorrupt)
+		}
+		rep.rs = make([]result, rep.n)
+		for i := range rep.rs {
+			status, data := r.u8(), r.chunk()
+			switch {
+			case r.err != nil:
+				return rep, r.err
+			case status == 0:
+				if len(data) > 0 { // empty: fn returns no value
+					rep.rs[i].raw = data
+				}
+			default:
+				rep.rs[i].err = parseTaskError(data)
 			}
 		}
+	case frameBatchResult:
+		rep.batched = true
+		if vals := r.chunk(); len(vals) > 0 {
+			rep.vals = vals
+		}
+		nf := r.u32()
+		if r.err != nil || nf > rep.n || nf > len(r.b)/8 {
+			return rep, fmt.Errorf("%w: bad result frame", ErrCorrupt)
+		}
+		rep.fails = make([]failure, nf)
+		for k := range rep.fails {
+			i, data := r.u32(), r.chunk()
+			if r.err != nil || i >= rep.n {
+				return rep, fmt.Errorf("%w: bad result frame", ErrCorrupt)
+			}
+			rep.fails[k] = failure{index: i, err: parseTaskError(data)}
+		}
+	default:
+		return rep, fmt.Errorf("%w: not a result frame", ErrCorrupt)
 	}
-	return id, rs, nil
+	if len(r.b) != 0 {
+		return rep, fmt.Errorf("%w: %d bytes after the results", ErrCorrupt, len(r.b))
+	}
+	return rep, nil
+}
+
+func parseTaskError(data []byte) error {
+	var w taskErrWire
+	if err := codec.Unmarshal(data, &w); err != nil {
+		return fmt.Errorf("mp: unreadable error from a pool worker: %w", err)
+	}
+	return w.error()
+}
+
+// encodeCallError encodes a call's failure for the parent.
+func encodeCallError(ce *callError) []byte {
+	b, err := codec.Marshal(wireError(ce))
+	if err != nil {
+		b, _ = codec.Marshal(taskErrWire{Message: ce.Message})
+	}
+	return b
 }
 
 // workerSpec is what a worker process is started with.
@@ -512,22 +593,22 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 			return err
 		}
 		in = msg
-		id, outs, err := runTask(ctx, msg, targets)
-		if err != nil {
+		if out, err = runTask(ctx, msg, targets, out[:0]); err != nil {
 			return err
 		}
-		out = appendResult(out[:0], id, outs)
 		if err := c.SendBytes(out); err != nil {
 			return nil // the parent is gone
 		}
 	}
 }
 
-// runTask runs the calls of one task frame.
-func runTask(ctx context.Context, msg []byte, targets map[string]*target) (uint64, []workerOut, error) {
+// runTask runs the calls of one task frame and appends its result frame
+// to b.
+func runTask(ctx context.Context, msg []byte, targets map[string]*target, b []byte) ([]byte, error) {
 	r := frameReader{b: msg}
-	if r.u8() != frameTask {
-		return 0, nil, fmt.Errorf("%w: not a task frame", ErrCorrupt)
+	kind := r.u8()
+	if kind != frameTask && kind != frameBatch {
+		return nil, fmt.Errorf("%w: not a task frame", ErrCorrupt)
 	}
 	id := r.u64()
 	deadline := int64(r.u64())
@@ -535,12 +616,12 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target) (uint6
 	name := r.chunk()
 	n := r.u32()
 	if r.err != nil {
-		return 0, nil, r.err
+		return nil, r.err
 	}
 	t, ok := targets[string(name)] // no allocation for the lookup
 	if !ok {
 		if t, ok = lookupName(string(name)); !ok {
-			return 0, nil, fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
+			return nil, fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
 		}
 		targets[string(name)] = t
 	}
@@ -554,24 +635,23 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target) (uint6
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	if kind == frameBatch {
+		return runBatch(ctx, t, id, r.b, n, b)
+	}
 	outs := make([]workerOut, 0, min(n, len(r.b)/6))
 	for range n {
 		nargs, data := r.u16(), r.chunk()
 		if r.err != nil {
-			return 0, nil, r.err
+			return nil, r.err
 		}
 		outs = append(outs, runCall(ctx, t, data, nargs))
 	}
-	return id, outs, nil
+	return appendResult(b, id, outs), nil
 }
 
 func runCall(ctx context.Context, t *target, data []byte, nargs int) workerOut {
 	fail := func(ce *callError) workerOut {
-		b, err := codec.Marshal(wireError(ce))
-		if err != nil {
-			b, _ = codec.Marshal(taskErrWire{Message: ce.Message})
-		}
-		return workerOut{status: 1, data: b}
+		return workerOut{status: 1, data: encodeCallError(ce)}
 	}
 	if err := ctx.Err(); err != nil {
 		return fail(&callError{Message: err.Error(), err: err})
