@@ -13,6 +13,8 @@ import (
 	"github.com/multiproc/mp/internal/exampletest"
 )
 
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
+
 var (
 	mainLine = regexp.MustCompile(`^(\d+) main process, serving (http://127\.0\.0\.1:\d+)$`)
 	pidLine  = regexp.MustCompile(`^(\d+) (worker ready|GET|done|PARSE|FAILED)(?: (\S+?))?(?:: (.*))?$`)

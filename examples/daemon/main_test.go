@@ -1,11 +1,14 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 func TestDaemon(t *testing.T) {
 	out := exampletest.Run(t, ".", "-every=20ms", "-work=300ms")

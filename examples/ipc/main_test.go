@@ -2,11 +2,14 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 func TestIPC(t *testing.T) {
 	for _, n := range []int{12, 0} {

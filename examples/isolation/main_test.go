@@ -1,12 +1,15 @@
 package main
 
 import (
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 func TestIsolation(t *testing.T) {
 	out := exampletest.Run(t, ".")

@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 var (
 	cookedLine = regexp.MustCompile(`^(cook[123]) cooked ((?:bun|dumpling|noodles)#\d+)$`)

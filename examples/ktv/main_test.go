@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 var line = regexp.MustCompile(`^(person\d) (enters|leaves) the KTV room \(inside: (\d+)\)$`)
 

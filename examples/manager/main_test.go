@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 // TestManager: the atomic Update and the explicit lock end at exactly 90;
 // without a lock the count ends between 90 and 99, and the program says

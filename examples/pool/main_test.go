@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 var (
 	mainLine    = regexp.MustCompile(`^main process (\d+), pool of (\d+) workers, (\d+) tasks of \S+ each$`)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"os"
 	"testing"
 
 	"github.com/multiproc/mp/internal/exampletest"
 )
+
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 func TestQueueAPI(t *testing.T) {
 	out := exampletest.Run(t, ".")

@@ -11,49 +11,16 @@ import (
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/multiproc/mp/internal/exampletest"
-	"github.com/multiproc/mp/internal/leakcheck"
 )
 
-// TestMain makes the test process the reaper of its orphans: a process the
-// example left behind when it exited, alive or killed with it, becomes a
-// child of this process instead of init's, where leftBehind finds it.
-func TestMain(m *testing.M) {
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if pids := leftBehind(); len(pids) > 0 {
-		fmt.Fprintf(os.Stderr, "processes left behind: %v\n", pids)
-		code = 1
-	}
-	os.Exit(code)
-}
-
-// leftBehind returns the example's processes that are still children of
-// this one: the example's own binary and the copies it re-executes
-// (/proc/self/exe, so named "exe"). Other children are not the example's:
-// the go command that builds it may leave a helper of its own (telemetry)
-// to this reaper.
-func leftBehind() []int {
-	var pids []int
-	for _, pid := range leakcheck.Children() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if comm := strings.TrimSpace(string(b)); err == nil && (comm == "exe" || comm == "example") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
+func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
 // run runs the example and fails the test if it leaves a process behind.
 func run(t *testing.T, args ...string) string {
 	t.Helper()
 	out := exampletest.Run(t, ".", args...)
-	if pids := leftBehind(); len(pids) > 0 {
+	if pids := exampletest.LeftBehind(); len(pids) > 0 {
 		t.Errorf("the example left processes behind: %v", pids)
 		for _, pid := range pids { // so that the next test starts clean
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -348,7 +315,7 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("%v: exit %v, stdout %q; want a failure and no output", args, err, out)
 		}
 	}
-	if pids := leftBehind(); len(pids) > 0 {
+	if pids := exampletest.LeftBehind(); len(pids) > 0 {
 		t.Errorf("processes left behind: %v", pids)
 	}
 }
