@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/multiproc/mp/internal/exampletest"
@@ -16,18 +15,11 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(exampletest.Main(m)) }
 
-// run runs the example and fails the test if it leaves a process behind.
+// run runs the example (exampletest.Run fails the test if it leaves a
+// process behind).
 func run(t *testing.T, args ...string) string {
 	t.Helper()
 	out := exampletest.Run(t, ".", args...)
-	if pids := exampletest.LeftBehind(); len(pids) > 0 {
-		t.Errorf("the example left processes behind: %v", pids)
-		for _, pid := range pids { // so that the next test starts clean
-			syscall.Kill(pid, syscall.SIGKILL)
-			var ws syscall.WaitStatus
-			syscall.Wait4(pid, &ws, 0, nil)
-		}
-	}
 	return out
 }
 
@@ -314,8 +306,5 @@ func TestBadFlags(t *testing.T) {
 		if err == nil || out != "" {
 			t.Errorf("%v: exit %v, stdout %q; want a failure and no output", args, err, out)
 		}
-	}
-	if pids := exampletest.LeftBehind(); len(pids) > 0 {
-		t.Errorf("processes left behind: %v", pids)
 	}
 }
