@@ -24,8 +24,8 @@ func (l List) Set(i int, val []byte) error {
 	if err != nil {
 		return err
 	}
-	n := l.Len()
-	l.publishSlot(i, e, l.table()[i], 0, n, n)
+	n, t := l.Len(), l.table()
+	l.publishSlot(t, i, e, t[i], 0, n, n)
 	return nil
 }
 
@@ -41,7 +41,7 @@ func (l List) Append(val []byte) error {
 	if err != nil {
 		return err
 	}
-	l.publishSlot(n, e, 0, 0, n+1, n+1)
+	l.publishSlot(l.table(), n, e, 0, 0, n+1, n+1)
 	return nil
 }
 

@@ -85,7 +85,7 @@ func (m Map) Set(hash uint64, key, val []byte) error {
 			used++
 		}
 	}
-	m.publishSlot(i, e, t[i], 0, length, used)
+	m.publishSlot(t, i, e, t[i], 0, length, used)
 	return nil
 }
 
@@ -96,7 +96,7 @@ func (m Map) Delete(hash uint64, key []byte) bool {
 	if i < 0 {
 		return false
 	}
-	m.publishSlot(i, tombstone, t[i], 0, m.Len()-1, int(m.get(wUsed)))
+	m.publishSlot(t, i, tombstone, t[i], 0, m.Len()-1, int(m.get(wUsed)))
 	return true
 }
 

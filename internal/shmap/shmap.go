@@ -159,9 +159,9 @@ func (s Store) prepare(n int) (uint64, []byte, error) {
 	return uint64(off), s.a.Bytes(off, n), nil
 }
 
-// publishSlot stores v in slot i of the table, replacing the block old
+// publishSlot stores v in slot i of the table t, replacing the block old
 // (and old2), leaving the counters at length and used.
-func (s Store) publishSlot(i int, v, old, old2 uint64, length, used int) {
+func (s Store) publishSlot(t []uint64, i int, v, old, old2 uint64, length, used int) {
 	s.put(wSlot, uint64(i))
 	s.put(wNew, v)
 	s.put(wOld, old)
@@ -169,7 +169,7 @@ func (s Store) publishSlot(i int, v, old, old2 uint64, length, used int) {
 	s.put(wLenAfter, uint64(length))
 	s.put(wUsedAfter, uint64(used))
 	s.put(wPhase, slotRedo)
-	store(&s.table()[i], v)
+	store(&t[i], v)
 	s.finish()
 }
 
