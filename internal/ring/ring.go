@@ -169,8 +169,7 @@ func Open(a *shm.Arena, off shm.Offset) (*Ring, error) {
 	}
 	c := uint64(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[hdrCap]))))
 	cellSize := uint64(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[hdrCellSize]))))
-	if c < 2 || c > MaxCapacity || c&(c-1) != 0 || cellSize < 64 || cellSize%64 != 0 ||
-		cellSize > cellHdr+MaxInline+64 || hdrSize+c*cellSize > uint64(size) {
+	if !validGeometry(c, cellSize, size) {
 		return nil, fmt.Errorf("%w: corrupt header at %#x (capacity %d, cell size %d, block %d bytes)",
 			ErrBadRing, uint64(off), c, cellSize, size)
 	}
@@ -199,6 +198,16 @@ func Open(a *shm.Arena, off shm.Offset) (*Ring, error) {
 		putGate:   make(chan struct{}, 1),
 	}, nil
 }
+
+// validGeometry reports whether a header's capacity and cell size make a
+// ring that fits a block of size bytes.
+func validGeometry(c, cellSize uint64, size int) bool {
+	return c >= 2 && c <= MaxCapacity && c&(c-1) == 0 && cellSize >= 64 && cellSize%64 == 0 &&
+		cellSize <= cellHdr+MaxInline+64 && hdrSize+c*cellSize <= uint64(size)
+}
+
+func u64At(mem []byte, o uint64) *uint64 { return (*uint64)(unsafe.Pointer(&mem[o : o+8][0])) }
+func u32At(mem []byte, o uint64) *uint32 { return (*uint32)(unsafe.Pointer(&mem[o : o+4][0])) }
 
 // Offset returns the ring's offset in the arena.
 func (r *Ring) Offset() shm.Offset { return r.off }
@@ -840,6 +849,8 @@ const (
 	hookGetRead                         // out-of-line message copied, block not yet freed
 	hookGetFreed                        // message copied and block freed, cell not yet released
 	hookRecovering                      // a recoverer holds a dead process's cell
+	hookDestroy                         // Destroy is about to free a block
+	hookDestroyed                       // Destroy has freed the ring's block
 )
 
 var testHook func(hookPoint)
