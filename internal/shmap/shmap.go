@@ -143,6 +143,66 @@ func (s Store) free(i int) {
 	// An error means the word named a block that is not live, which only a
 	// bug can cause; the word is left for inspection.
 	_ = s.a.FreeFrom(s.at(i))
+	if crashHook != nil {
+		crashHook()
+	}
+}
+
+// Destroy frees every block the store owns (its table, its entries, and
+// any block a change in progress holds) and leaves its HeaderSize bytes
+// zeroed: an empty store, which the caller may then free along with the
+// block around it. It is for when the last user of the store is gone; like
+// every method it must be called with the caller's lock held (or with no
+// other process able to reach the store).
+//
+// Destroy is restartable: a process killed at any point of it leaves a
+// store on which Destroy, called again, finishes the work, never freeing a
+// block twice nor leaking one. Between the two calls the store is not
+// usable for anything else. An error (a slot naming a block that is not
+// live, which only corruption causes) does not stop it: it frees all it
+// can, zeroes the header and returns the first such error.
+func (s Store) Destroy() error {
+	// Finishing or undoing the change in progress frees the blocks of the
+	// redo record (a prepared block, the replaced ones) and leaves every
+	// owned block reachable from the table.
+	s.Recover()
+	var first error
+	if t := s.table(); t != nil {
+		base := shm.Offset(s.get(wTable)) + 8
+		// Each entry is freed together with the zeroing of its slot, so a
+		// second pass finds only the slots still to do; the table goes last,
+		// once no slot names anything.
+		for i, v := range t {
+			if v < minEntry {
+				continue
+			}
+			if err := s.a.FreeFrom(base + shm.Offset(8*i)); err != nil {
+				if first == nil {
+					first = err
+				}
+				store(&t[i], empty)
+			}
+			if crashHook != nil {
+				crashHook()
+			}
+		}
+		if err := s.a.FreeFrom(s.at(wTable)); err != nil {
+			if first == nil {
+				first = err
+			}
+		}
+		if crashHook != nil {
+			crashHook()
+		}
+	}
+	// What is left in the header are counters and stale offsets of the
+	// redo record, none of them owned.
+	for i := range HeaderSize / 8 {
+		if s.get(i) != 0 {
+			s.put(i, 0)
+		}
+	}
+	return first
 }
 
 // prepare allocates a block of n bytes as the change's new block. The

@@ -1,6 +1,7 @@
 package shmap
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -349,5 +350,84 @@ func TestCrashAtEveryStore(t *testing.T) {
 				t.Fatal("no stop point recovered to the state after the change")
 			}
 		})
+	}
+}
+
+// TestDestroyAtEveryStore interrupts each scenario's change at each of its
+// stores (or lets it complete), then stops Destroy at each of its own
+// stores and calls it again, and checks that the arena is left holding the
+// header block only, with the header zeroed: nothing leaked, nothing freed
+// twice (a double free would fail, or drive the count below one).
+func TestDestroyAtEveryStore(t *testing.T) {
+	defer func() { crashHook = nil }()
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			fresh := func() (*shm.Arena, shm.Offset) {
+				crashHook = nil
+				a := newArena(t)
+				h := newHeader(t, a)
+				if sc.setup != nil {
+					sc.setup(a, h)
+				}
+				return a, h
+			}
+			a, h := fresh()
+			points := stopAt(0)
+			sc.op(a, h)
+			n := *points
+			crashHook = nil
+			a.Close()
+			destroyStops := 0
+			for k := 0; k <= n; k++ {
+				for j := 1; ; j++ {
+					a, h := fresh()
+					stopAt(k)
+					if run(func() { sc.op(a, h) }) != (k > 0) {
+						t.Fatalf("point %d of %d: not reached", k, n)
+					}
+					s := open(a, h)
+					stopAt(j)
+					stopped := run(func() { must(s.Destroy()) })
+					crashHook = nil
+					if err := s.Destroy(); err != nil {
+						t.Fatalf("change stopped at %d of %d, Destroy at %d: second Destroy: %v", k, n, j, err)
+					}
+					if got := a.Stats().Allocs; got != 1 {
+						t.Fatalf("change stopped at %d of %d, Destroy at %d: %d blocks left, want the header only", k, n, j, got)
+					}
+					if hdr := a.Bytes(h, HeaderSize); !bytes.Equal(hdr, make([]byte, HeaderSize)) {
+						t.Fatalf("change stopped at %d of %d, Destroy at %d: header not zeroed: %x", k, n, j, hdr)
+					}
+					a.Close()
+					if !stopped {
+						break
+					}
+					destroyStops++
+				}
+			}
+			if destroyStops < n {
+				t.Fatalf("Destroy was stopped only %d times over %d points of the change", destroyStops, n)
+			}
+		})
+	}
+}
+
+// TestDestroyEmptyAndReuse: Destroy of a store that never held anything is
+// a no-op, and a destroyed store is an empty one that can be used again.
+func TestDestroyEmptyAndReuse(t *testing.T) {
+	a := newArena(t)
+	h := newHeader(t, a)
+	m := OpenMap(a, h)
+	if err := m.Destroy(); err != nil || a.Stats().Allocs != 1 {
+		t.Fatalf("Destroy of an empty map: %v, %d blocks", err, a.Stats().Allocs)
+	}
+	fillMap(20)(a, h)
+	del(m, "k3")
+	if err := m.Destroy(); err != nil || a.Stats().Allocs != 1 || m.Len() != 0 {
+		t.Fatalf("Destroy: %v, %d blocks, Len %d", err, a.Stats().Allocs, m.Len())
+	}
+	must(set(m, "a", "b"))
+	if v, ok := get(m, "a"); !ok || v != "b" {
+		t.Fatalf("destroyed map reused: Get = %q %v", v, ok)
 	}
 }
