@@ -128,13 +128,14 @@ func (p *Process) Start() error {
 		return fmt.Errorf("mp: start %s: %w", p.Name, err)
 	}
 	// The child waits for its bootstrap frame before it decodes anything,
-	// so pipe ends among its arguments can be handed over before it runs.
-	if conns := connsIn(p.args); len(conns) > 0 {
-		if start, ok := proc.StartTime(c.Pid); ok {
-			for _, conn := range conns {
-				conn.handOver(uint64(uint32(c.Pid)) | uint64(uint32(start))<<32)
-			}
+	// so pipe ends among its arguments can be handed over, and the
+	// primitives among them counted as its, before it runs.
+	if start, ok := proc.StartTime(c.Pid); ok {
+		child := uint64(uint32(c.Pid)) | uint64(uint32(start))<<32
+		for _, conn := range connsIn(p.args) {
+			conn.handOver(child)
 		}
+		attachForChild(child, p.args)
 	}
 	if err := spawn.WriteFrame(c.Ctl, boot); err != nil {
 		c.Kill()

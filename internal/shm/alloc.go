@@ -2,6 +2,7 @@ package shm
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/bits"
 
@@ -25,7 +26,26 @@ func (a *Arena) AllocTo(n int, dst Offset) (Offset, error) {
 	return a.alloc(n, dst)
 }
 
-func (a *Arena) alloc(n int, dst Offset) (Offset, error) {
+// AllocToEmpty is AllocTo that allocates only if the word at dst is zero;
+// otherwise it allocates nothing and returns the offset the word holds and
+// false. Processes racing to add the same block to a structure in the arena
+// (a segment to a chain, say) thereby add exactly one.
+func (a *Arena) AllocToEmpty(n int, dst Offset) (Offset, bool, error) {
+	if dst == 0 || dst%8 != 0 {
+		return 0, false, fmt.Errorf("shm: AllocToEmpty: bad destination %#x", uint64(dst))
+	}
+	off, err := a.allocIf(n, dst, true)
+	if err == errNotEmpty {
+		return off, false, nil
+	}
+	return off, err == nil, err
+}
+
+var errNotEmpty = errors.New("shm: destination not empty")
+
+func (a *Arena) alloc(n int, dst Offset) (Offset, error) { return a.allocIf(n, dst, false) }
+
+func (a *Arena) allocIf(n int, dst Offset, ifEmpty bool) (Offset, error) {
 	if n <= 0 {
 		return 0, fmt.Errorf("shm: invalid allocation size %d", n)
 	}
@@ -35,6 +55,12 @@ func (a *Arena) alloc(n int, dst Offset) (Offset, error) {
 	order := max(uint(bits.Len64(uint64(n)-1)), minOrder)
 
 	a.lock()
+	if ifEmpty {
+		if cur := a.get(uint64(dst)); cur != 0 {
+			a.unlock()
+			return Offset(cur), errNotEmpty
+		}
+	}
 	j := order
 	for j <= a.maxOrder && a.get(a.head(j)) == 0 {
 		j++
@@ -150,6 +176,7 @@ func (a *Arena) Stats() Stats {
 		Free:       int(a.heapSize - inUse),
 		Allocs:     int(a.get(hdrAllocs)),
 		Recoveries: int(a.get(hdrRecoveries)),
+		Largest:    int(a.largestFree()),
 	}
 	a.unlock()
 	return s

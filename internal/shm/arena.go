@@ -49,6 +49,7 @@ const (
 	hdrInUse      = 48
 	hdrAllocs     = 56
 	hdrRecoveries = 64
+	hdrRoot       = 120 // the library's root block (see RootWord)
 	hdrHeads      = 128 // [64]uint64: free-list head (file offset, 0 = empty) by order
 	hdrJournal    = 1024
 	journalCap    = 512 // entries of (offset, old value); see doc.go for the bound
@@ -102,6 +103,7 @@ type Stats struct {
 	Free       int // bytes in free blocks: Size - InUse
 	Allocs     int // number of live allocations
 	Recoveries int // times a process took the lock over from one that died holding it
+	Largest    int // size of the largest free block
 }
 
 // New creates an arena whose heap can hold size bytes, rounded up to a power
@@ -190,6 +192,14 @@ func mapArena(fd int, heapOff, heapSize uint64) (*Arena, error) {
 		pid:      uint32(os.Getpid()),
 	}, nil
 }
+
+// RootWord returns the offset of a header word that the arena's users may
+// use, through AllocTo, to record the block from which the rest of their
+// state is found. It is zero in a new arena.
+func (a *Arena) RootWord() Offset { return hdrRoot }
+
+// Root returns the block recorded in the root word, 0 if none.
+func (a *Arena) Root() Offset { return Offset(a.get(hdrRoot)) }
 
 // Fd returns the memfd of the arena, to be passed to child processes, or -1
 // after Close.
