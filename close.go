@@ -111,11 +111,14 @@ func (c *Conn) handleOf() *handle           { return &c.h }
 // last process lets go of it; each is restartable (see refs.DestroyFunc).
 func init() {
 	refs.SetDestroy(uint8(kindQueue), func(t *refs.Table, b shm.Offset) {
+		returnDrained(t, b+qRing)
 		ring.DestroyFrom(t.Arena(), b+qRing)
 	})
 	refs.SetDestroy(uint8(kindConn), func(t *refs.Table, b shm.Offset) {
-		ring.DestroyFrom(t.Arena(), b+pRecv0)
-		ring.DestroyFrom(t.Arena(), b+pRecv1)
+		for _, r := range []shm.Offset{b + pRecv0, b + pRecv1} {
+			returnDrained(t, r)
+			ring.DestroyFrom(t.Arena(), r)
+		}
 	})
 	refs.SetDestroy(uint8(kindDict), func(t *refs.Table, b shm.Offset) {
 		shmap.OpenMap(t.Arena(), b+dictMap).Destroy()

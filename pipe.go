@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/ring"
 )
 
@@ -153,12 +154,25 @@ func (c *Conn) Send(v any) error {
 	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
-	msg, err := codec.AppendMarshal((*bp)[:0], v)
+	msg := (*bp)[:0]
+	var lent []refs.ID
+	if lends(reflect.TypeOf(v)) {
+		var err error
+		if msg, lent, err = lend(msg, v); err != nil {
+			return fmt.Errorf("mp: Send: %w", err)
+		}
+	}
+	msg, err := codec.AppendMarshal(msg, v)
 	if err != nil {
+		giveBack(lent)
 		return fmt.Errorf("mp: Send: %w", err)
 	}
 	*bp = msg[:0]
-	return c.put(msg)
+	if err := c.put(msg); err != nil {
+		giveBack(lent)
+		return err
+	}
+	return nil
 }
 
 // SendBytes sends b as it is, as one message (Python's send_bytes); the
@@ -205,7 +219,12 @@ func (c *Conn) Recv(ctx context.Context, v any) error {
 		return err
 	}
 	*bp = msg[:0]
-	if err := codec.Unmarshal(msg, v); err != nil {
+	lent, body, err := borrowed(msg)
+	defer giveBack(lent) // once the decoded handles hold their own
+	if err != nil {
+		return decodeErr("Recv", err)
+	}
+	if err := codec.Unmarshal(body, v); err != nil {
 		return decodeErr("Recv", err)
 	}
 	return nil

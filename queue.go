@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/ring"
 	"github.com/multiproc/mp/internal/wait"
 )
@@ -86,6 +87,7 @@ type Queue[T any] struct {
 	join  *joinState
 	acct  *takeAccounts // what a Get records as an item leaves the ring; nil if nothing
 	raw   int           // rawBytes or rawString when T is []byte or string
+	lends bool          // items may hold primitives (see lend)
 }
 
 const (
@@ -157,7 +159,7 @@ func openQueue[T any](h handle) (*Queue[T], error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidHandle, err)
 	}
-	q := &Queue[T]{h: h, r: r, max: int(atomic.LoadUint32(h.u32(qMax)))}
+	q := &Queue[T]{h: h, r: r, max: int(atomic.LoadUint32(h.u32(qMax))), lends: lends(reflect.TypeFor[T]())}
 	switch reflect.TypeFor[T]() {
 	case reflect.TypeFor[[]byte]():
 		q.raw = rawBytes
@@ -220,12 +222,25 @@ func (q *Queue[T]) put(ctx context.Context, v T, block bool) error {
 	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
-	msg, err := codec.AppendMarshal((*bp)[:0], v)
+	msg := (*bp)[:0]
+	var lent []refs.ID
+	if q.lends {
+		var err error
+		if msg, lent, err = lend(msg, v); err != nil {
+			return fmt.Errorf("mp: Put: %w", err)
+		}
+	}
+	msg, err := codec.AppendMarshal(msg, v)
 	if err != nil {
+		giveBack(lent)
 		return fmt.Errorf("mp: Put: %w", err)
 	}
 	*bp = msg[:0]
-	return q.putMsg(ctx, msg, nil, block)
+	if err := q.putMsg(ctx, msg, nil, block); err != nil {
+		giveBack(lent)
+		return err
+	}
+	return nil
 }
 
 // putMsg puts the encoded item head+body.
@@ -583,6 +598,19 @@ func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut r
 }
 
 func (q *Queue[T]) decode(msg []byte, v *T) error {
+	if q.lends {
+		lent, body, err := borrowed(msg)
+		// The references the item carried go back once the decoded
+		// handles hold their own.
+		defer giveBack(lent)
+		if err != nil {
+			if q.join != nil {
+				q.join.drop(true)
+			}
+			return decodeErr("Get", err)
+		}
+		msg = body
+	}
 	if err := codec.Unmarshal(msg, v); err != nil {
 		if q.join != nil {
 			q.join.drop(true)

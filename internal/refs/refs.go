@@ -541,6 +541,58 @@ func (t *Table) ReleaseContained(dst shm.Offset) {
 	}
 }
 
+// Lend adds to id a reference that no process holds: one that a message
+// carries, from the process that sends it to the one that receives it,
+// which gives it back with Return once it holds the object itself. A lent
+// reference in a message that is never received is given back by whoever
+// disposes of the message (see ReturnLocked); one in a message lost to a
+// kill in the middle of a send or a receive keeps its object alive.
+func (t *Table) Lend(id ID, kind uint8, block shm.Offset) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, err := t.entry(id.Index, false)
+	if err != nil {
+		return err
+	}
+	return t.a.Update(func(x *shm.Txn) error {
+		if err := check(x, e, id, kind, block); err != nil {
+			return err
+		}
+		x.Store(e+eCount, x.Load(e+eCount)+1)
+		return nil
+	})
+}
+
+// Return gives back a reference made by Lend; the last reference frees
+// the object.
+func (t *Table) Return(id ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ReturnLocked(id)
+}
+
+// ReturnLocked is Return for destroy functions, which run with the table
+// locked.
+func (t *Table) ReturnLocked(id ID) {
+	e, err := t.entry(id.Index, false)
+	if err != nil {
+		return
+	}
+	dying := false
+	t.a.Update(func(x *shm.Txn) error {
+		dying = drop(x, t.root, e, id, t.self)
+		return nil
+	})
+	if dying {
+		t.finishLocked(id.Index, e)
+	}
+}
+
+// Word and FromWord convert an ID to and from one 64-bit word.
+func (id ID) Word() uint64 { return id.word() }
+
+func FromWord(w uint64) ID { return idOf(w) }
+
 // Held reports how many objects this process holds.
 func (t *Table) Held() int {
 	t.mu.Lock()
