@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,12 +67,15 @@ type Pool struct {
 	workers    map[*worker]struct{}
 	closed     bool
 	terminated bool
+	admitted   int   // submitters admitted before Close that may still submit (Map, MapAsync, Imap)
 	broken     error // an initializer failed: every task fails with it
 	nextID     uint64
 	seq        int               // workers started, for names
 	running    map[*job]struct{} // thread pools: jobs being run
 	initOnce   sync.Once         // thread pools: the initializer
 	wg         sync.WaitGroup
+	exited     chan struct{} // closed once the workers are gone (after Join)
+	joined     chan struct{} // closed once, besides, the callbacks have run
 
 	callbacks callbackRunner
 }
@@ -117,9 +121,10 @@ func WithTaskTimeout(d time.Duration) PoolOption { return func(c *poolConfig) { 
 // timeout or context are not retried.
 func WithRetries(n int) PoolOption { return func(c *poolConfig) { c.retries = n } }
 
-// NewPool starts n worker processes (n <= 0 means CPUCount()) and returns
-// the pool. It returns ErrNotInitialized if Init was not called, and the
-// error of a worker that cannot be started.
+// NewPool starts n worker processes (0 means CPUCount()) and returns the
+// pool. It returns an error wrapping ErrBadArguments for a negative n or
+// option, ErrNotInitialized if Init was not called, and the error of a
+// worker that cannot be started.
 func NewPool(n int, opts ...PoolOption) (*Pool, error) {
 	p, err := newPool(n, false, opts)
 	if err != nil {
@@ -134,7 +139,7 @@ func NewPool(n int, opts ...PoolOption) (*Pool, error) {
 	return p, nil
 }
 
-// NewThreadPool returns a pool of n goroutines (n <= 0 means CPUCount()),
+// NewThreadPool returns a pool of n goroutines (0 means CPUCount()),
 // Python's ThreadPool: for I/O-bound work, or functions that cannot run in
 // another process (function literals are fine here). The calls are the
 // same as for a process pool. A goroutine cannot be killed: a task past its
@@ -155,7 +160,10 @@ func NewThreadPool(n int, opts ...PoolOption) (*Pool, error) {
 }
 
 func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
-	if n <= 0 {
+	if n < 0 {
+		return nil, fmt.Errorf("%w: a pool of %d workers", ErrBadArguments, n)
+	}
+	if n == 0 {
 		n = CPUCount()
 	}
 	cfg := poolConfig{n: n, window: 2}
@@ -203,7 +211,10 @@ func (p *Pool) Close() {
 // whole process trees, fails every unfinished task with
 // ErrPoolTerminated, and waits for the workers to be gone. A thread pool's
 // goroutines cannot be killed: their tasks fail at once, and the
-// goroutines end when their functions return.
+// goroutines end when their functions return. Called from a Callback or
+// ErrorCallback, Terminate does not wait for the callbacks queued behind
+// the calling one: they run after it returns, with the tasks' outcomes
+// (ErrPoolTerminated for those it failed).
 func (p *Pool) Terminate() {
 	p.mu.Lock()
 	q := p.terminateLocked()
@@ -238,36 +249,98 @@ func (p *Pool) terminateLocked() []*job {
 // Join waits, until ctx ends, for the workers to exit after Close or
 // Terminate, and for the callbacks of finished tasks to have run. It
 // returns an error wrapping ErrBadArguments if the pool is neither closed
-// nor terminated (as Python raises ValueError), or ctx.Err().
+// nor terminated (as Python raises ValueError), or ctx.Err(); once the
+// pool is done, it returns nil even if ctx has ended too. Called from a
+// Callback or ErrorCallback, Join waits for the workers only: the
+// callbacks queued behind the calling one run after it returns.
 func (p *Pool) Join(ctx context.Context) error {
 	p.mu.Lock()
 	closed := p.closed
+	if closed && p.joined == nil {
+		// One waiter for every Join, for as long as it takes.
+		p.exited, p.joined = make(chan struct{}), make(chan struct{})
+		go func() {
+			p.wg.Wait()
+			close(p.exited)
+			p.callbacks.stop()
+			close(p.joined)
+		}()
+	}
+	exited, joined := p.exited, p.joined
 	p.mu.Unlock()
 	if !closed {
 		return fmt.Errorf("%w: Join before Close or Terminate would wait forever", ErrBadArguments)
 	}
-	done := make(chan struct{})
-	go func() {
-		p.wg.Wait()
-		p.callbacks.stop()
-		close(done)
-	}()
+	done := joined
+	if p.callbacks.onRunner() {
+		done = exited
+	}
+	return waitDone(ctx, done)
+}
+
+// waitDone waits for done to be closed until ctx ends; done wins if both
+// are.
+func waitDone(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	default:
+	}
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		select {
+		case <-done:
+			return nil
+		default:
+			return ctx.Err()
+		}
 	}
 }
 
-// submit queues jobs, in order, for the workers.
-func (p *Pool) submit(jobs ...*job) error {
+// admit lets a call that submits its work in several steps (Map,
+// MapAsync, Imap) go on submitting after Close: the work was given before
+// Close, so it runs. The workers do not retire while a call is admitted.
+// Each admit that returns nil is paired with a release.
+func (p *Pool) admit() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	switch {
+	case p.closed:
 		return ErrPoolClosed
+	case p.broken != nil:
+		return p.broken
 	}
-	if p.broken != nil {
+	p.admitted++
+	return nil
+}
+
+// release ends an admission.
+func (p *Pool) release() {
+	p.mu.Lock()
+	p.admitted--
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// drainedLocked reports whether a closed pool has no work left to give
+// out: nothing queued and no admitted call that may submit more.
+func (p *Pool) drainedLocked() bool {
+	return p.closed && len(p.queue) == 0 && p.admitted == 0
+}
+
+// submit queues jobs, in order, for the workers. An admitted call may
+// submit after Close.
+func (p *Pool) submit(admitted bool, jobs ...*job) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.terminated && admitted:
+		return ErrPoolTerminated
+	case p.closed && !admitted:
+		return ErrPoolClosed
+	case p.broken != nil:
 		return p.broken
 	}
 	for _, j := range jobs {
@@ -284,11 +357,12 @@ func (p *Pool) submit(jobs ...*job) error {
 
 // nextLocked waits for a job for a worker that has room for one (room),
 // and returns it, or nil once the pool is terminated or broken, or the
-// worker should stop (retire). Jobs whose context has ended meanwhile are
-// failed here rather than given out. It is called with p.mu held.
+// worker should stop (retire, asked only when there is nothing for it to
+// take). Jobs whose context has ended meanwhile are failed here rather
+// than given out. It is called with p.mu held.
 func (p *Pool) nextLocked(room, retire func() bool, steal func() *job) *job {
 	for {
-		if p.terminated || p.broken != nil || retire() {
+		if p.terminated || p.broken != nil {
 			return nil
 		}
 		if len(p.queue) == 0 && steal != nil && room() {
@@ -307,6 +381,9 @@ func (p *Pool) nextLocked(room, retire func() bool, steal func() *job) *job {
 				continue
 			}
 			return j
+		}
+		if retire() {
+			return nil
 		}
 		p.cond.Wait()
 	}
@@ -345,6 +422,7 @@ type callbackRunner struct {
 	pending []func()
 	stopped bool
 	done    chan struct{}
+	gid     atomic.Uint64 // the goroutine that runs the callbacks
 }
 
 func (r *callbackRunner) start() {
@@ -368,6 +446,7 @@ func (r *callbackRunner) add(f func()) {
 }
 
 func (r *callbackRunner) run() {
+	r.gid.Store(goid())
 	defer close(r.done)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -387,17 +466,32 @@ func (r *callbackRunner) run() {
 	}
 }
 
+// onRunner reports whether the caller is a callback: the pool's calls
+// must not wait for what the callback itself holds up.
+func (r *callbackRunner) onRunner() bool {
+	g := r.gid.Load()
+	return g != 0 && g == goid()
+}
+
 // stop makes the runner exit once the callbacks queued so far have run,
-// and waits for that.
+// and waits for that, unless a callback calls it (which the runner waits
+// for in turn).
 func (r *callbackRunner) stop() {
 	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		<-r.done
-		return
+	if !r.stopped {
+		r.stopped = true
+		r.cond.Signal()
 	}
-	r.stopped = true
-	r.cond.Signal()
 	r.mu.Unlock()
-	<-r.done
+	if !r.onRunner() {
+		<-r.done
+	}
+}
+
+// MarshalBinary always fails with an error wrapping ErrUnencodable: a pool
+// cannot be passed to a process pool's task or to a Process (nor travel
+// through a queue or a pipe), since its workers belong to the process that
+// made it. A task may make a pool of its own.
+func (p *Pool) MarshalBinary() ([]byte, error) {
+	return nil, fmt.Errorf("%w: a *Pool cannot leave the process that made it (a task may start a pool of its own)", ErrUnencodable)
 }

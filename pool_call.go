@@ -38,6 +38,16 @@ type AsyncResult[R any] struct {
 	val    R
 	err    error
 	cancel context.CancelFunc
+	// For a task with callbacks: its outcome, in before the callbacks
+	// have run, for Get and Wait called from a callback.
+	early *earlyOutcome[R]
+}
+
+type earlyOutcome[R any] struct {
+	runner *callbackRunner
+	in     chan struct{}
+	val    R
+	err    error
 }
 
 func newAsync[R any]() *AsyncResult[R] { return &AsyncResult[R]{done: make(chan struct{})} }
@@ -53,26 +63,49 @@ func (a *AsyncResult[R]) set(v R, err error) {
 // Get waits for the result until ctx ends. It returns the value, or the
 // task's error (a *TaskError for an error returned or a panic raised by
 // the function, a *WorkerLostError, context.DeadlineExceeded for a task
-// past its timeout, ErrPoolTerminated...), or ctx.Err().
+// past its timeout, ErrPoolTerminated...), or ctx.Err(); a result that is
+// in is returned even if ctx has ended too.
+//
+// Called from a Callback or ErrorCallback, Get of a result whose own
+// callbacks have not run yet (the calling one's, or one queued behind it)
+// returns the task's outcome once the task is done, without waiting for
+// those callbacks, which run after the calling one returns.
 func (a *AsyncResult[R]) Get(ctx context.Context) (R, error) {
-	select {
-	case <-a.done:
-		return a.val, a.err
-	case <-ctx.Done():
+	done, fromCallback := a.waitFor()
+	if err := waitDone(ctx, done); err != nil {
 		var zero R
-		return zero, ctx.Err()
+		return zero, err
 	}
+	if fromCallback {
+		select {
+		case <-a.done:
+		default:
+			return a.early.val, a.early.err
+		}
+	}
+	return a.val, a.err
 }
 
 // Wait waits for the result to be ready, until ctx ends; it returns nil or
-// ctx.Err().
+// ctx.Err() (nil if the result is in, even if ctx has ended too). Called
+// from a callback, it waits as Get does.
 func (a *AsyncResult[R]) Wait(ctx context.Context) error {
+	done, _ := a.waitFor()
+	return waitDone(ctx, done)
+}
+
+// waitFor returns what Get and Wait wait for: the result, or its early
+// outcome for a callback (fromCallback).
+func (a *AsyncResult[R]) waitFor() (done <-chan struct{}, fromCallback bool) {
 	select {
 	case <-a.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+		return a.done, false
+	default:
 	}
+	if a.early != nil && a.early.runner.onRunner() {
+		return a.early.in, true
+	}
+	return a.done, false
 }
 
 // Ready reports whether the result is in.
@@ -110,6 +143,12 @@ type taskOptions struct {
 // the task has succeeded: callbacks of a pool run one at a time, in the
 // order the results came in, and before Get returns the result. If f
 // panics, the task's result becomes an error saying so.
+//
+// A callback may use the pool: submit tasks (ApplyAsync, Apply, Map...),
+// Get or Wait for results (see Get), Close, Join (which then waits for the
+// workers only) and Terminate (which then does not wait for the callbacks
+// queued behind the calling one). None of them waits for the calling
+// callback to return, so none deadlocks on it.
 func Callback[R any](f func(R)) TaskOption {
 	return func(o *taskOptions) { o.onResult, o.resultType = f, reflect.TypeFor[R]() }
 }
@@ -158,11 +197,16 @@ func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, 
 			}
 		}
 	}
+	if onResult != nil || onError != nil {
+		a.early = &earlyOutcome[R]{runner: &p.callbacks, in: make(chan struct{})}
+	}
 	deliver := func(v R, err error) {
-		if onResult == nil && onError == nil {
+		if a.early == nil {
 			a.set(v, err)
 			return
 		}
+		a.early.val, a.early.err = v, err
+		close(a.early.in)
 		p.callbacks.add(func() {
 			if err == nil && onResult != nil {
 				err = catch("Callback", func() { onResult(v) })
@@ -190,7 +234,7 @@ func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, 
 		return a
 	}
 	j.finish = func(rs []result) { deliver(decodeResult[R](rs[0])) }
-	if err := p.submit(j); err != nil {
+	if err := p.submit(false, j); err != nil {
 		j.fail(err)
 	}
 	return a
@@ -329,30 +373,42 @@ func (e *MapError) Unwrap() []error { return e.Errs }
 // the results of the others, with the zero value for the failed ones, and
 // a *MapError. If ctx ends first it returns ctx.Err(); tasks not started
 // never start and running ones have their workers killed.
+//
+// A Map that has begun is not cut short by Close from another goroutine:
+// all its items run.
 func Map[R, A any](ctx context.Context, p *Pool, fn any, items []A, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, mapInput{
+	return starmap[R](ctx, p, fn, itemsInput(items), false, opts)
+}
+
+func itemsInput[A any](items []A) mapInput {
+	return mapInput{
 		n:    len(items),
 		args: func(i int) []any { return []any{items[i]} },
 		elem: reflect.TypeFor[A](),
 		encode: func(b []byte, lo, hi int) ([]byte, error) {
 			return codec.AppendMarshal(b, items[lo:hi:hi])
 		},
-	}, opts)
+	}
 }
 
 // Starmap is Map for functions of several arguments: it calls
 // fn(args[i]...) for every i (Python's starmap).
 func Starmap[R any](ctx context.Context, p *Pool, fn any, args [][]any, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, mapInput{n: len(args), args: func(i int) []any { return args[i] }}, opts)
+	return starmap[R](ctx, p, fn, mapInput{n: len(args), args: func(i int) []any { return args[i] }}, false, opts)
 }
 
 // MapAsync is Map without waiting: the result is the slice of results
-// (with the *MapError, if any).
+// (with the *MapError, if any). The work counts as submitted when
+// MapAsync returns: a Close after it lets every item run.
 func MapAsync[R, A any](p *Pool, fn any, items []A, opts ...MapOption) *AsyncResult[[]R] {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := newAsync[[]R]()
 	a.cancel = cancel
-	go func() { a.set(Map[R](ctx, p, fn, items, opts...)) }()
+	if err := p.admit(); err != nil {
+		a.set(nil, err)
+		return a
+	}
+	go func() { a.set(starmap[R](ctx, p, fn, itemsInput(items), true, opts)) }()
 	return a
 }
 
@@ -367,7 +423,23 @@ type mapInput struct {
 	encode func(b []byte, lo, hi int) ([]byte, error)
 }
 
-func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []MapOption) ([]R, error) {
+// starmap maps fn over in. admitted: the caller holds an admission of p
+// (see Pool.admit), which starmap releases once it has submitted
+// everything; otherwise starmap takes one of its own.
+func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted bool, opts []MapOption) ([]R, error) {
+	if !admitted {
+		if err := p.admit(); err != nil {
+			return nil, err
+		}
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			p.release()
+		}
+	}
+	defer release()
 	var o mapOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -456,7 +528,7 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []Ma
 		if len(pending) == 0 {
 			return nil
 		}
-		err := p.submit(pending...)
+		err := p.submit(true, pending...)
 		sent += len(pending)
 		pending = pending[:0]
 		if err != nil {
@@ -511,6 +583,7 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []Ma
 	if err := flush(); err != nil {
 		return nil, err
 	}
+	release()
 	select {
 	case <-allDone:
 	case <-ctx.Done():
@@ -557,6 +630,13 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 			yield(zero, err)
 			return
 		}
+		// Admitted for the whole iteration: Close meanwhile does not cut
+		// it short.
+		if err := p.admit(); err != nil {
+			yield(zero, err)
+			return
+		}
+		defer p.release()
 		chunk := max(o.chunk, 1)
 		window := 4 * p.cfg.n
 		next, stop := iter.Pull(items)
@@ -599,7 +679,7 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 				}
 				inflight = append(inflight, b)
 				if err == nil {
-					err = p.submit(j)
+					err = p.submit(true, j)
 				}
 				if err != nil {
 					j.fail(err)

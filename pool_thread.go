@@ -16,7 +16,7 @@ func (p *Pool) runThread() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for {
-		j := p.nextLocked(func() bool { return true }, func() bool { return p.closed && len(p.queue) == 0 }, nil)
+		j := p.nextLocked(func() bool { return true }, p.drainedLocked, nil)
 		if j == nil {
 			return
 		}

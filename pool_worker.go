@@ -48,6 +48,7 @@ func (p *Pool) startWorker() error {
 		vals, _ := t.bind(p.cfg.initArgs)
 		if spec.Init, err = codec.MarshalArgs(vals); err != nil {
 			a.Close()
+			b.Close()
 			return fmt.Errorf("mp: pool initializer: %w", err)
 		}
 		spec.InitFn, spec.NInit = t.name, len(p.cfg.initArgs)
@@ -58,7 +59,11 @@ func (p *Pool) startWorker() error {
 	p.mu.Unlock()
 	proc := NewProcess(poolWorker, b, spec)
 	proc.Name, proc.Daemon = name, true
-	if err := proc.Start(); err != nil {
+	err = proc.Start()
+	// The worker holds its end now (or never will): the parent's hold on
+	// it goes, so that the pipe is given back once both sides are done.
+	b.Close()
+	if err != nil {
 		a.Close()
 		return err
 	}
@@ -101,7 +106,9 @@ func (w *worker) run() {
 func (w *worker) send() {
 	p := w.p
 	room := func() bool { return !w.dead && w.quota != 0 && len(w.inflight) < p.cfg.window }
-	retire := func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.closed)) }
+	// Close is no reason to retire while work is left: the queue is
+	// emptied first.
+	retire := func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.drainedLocked())) }
 	steal := func() *job {
 		if len(w.inflight) == 0 {
 			return p.stealLocked(w)
@@ -247,6 +254,8 @@ func (w *worker) settle() {
 	}
 	code, _ := w.proc.ExitCode()
 	initErr := w.proc.Join(context.Background())
+	// The unstarted tasks are read: this side of the pipe is done with.
+	w.conn.Close()
 
 	p.mu.Lock()
 	w.disarmLocked()
@@ -280,8 +289,10 @@ func (w *worker) settle() {
 			failed, errs = append(failed, j), append(errs, p.broken)
 		}
 	}
-	replace := !p.terminated && p.broken == nil && len(p.workers) < p.cfg.n &&
-		(!p.closed || len(p.queue) > 0 || p.busyLocked())
+	// A closed pool replaces a worker only for work still to be given
+	// out: the tasks other workers hold are theirs to finish, and a
+	// replacement with nothing to do would retire at once.
+	replace := !p.terminated && p.broken == nil && len(p.workers) < p.cfg.n && !p.drainedLocked()
 	p.mu.Unlock()
 
 	for i, j := range failed {
@@ -332,16 +343,6 @@ func (p *Pool) stealLocked(thief *worker) *job {
 		}
 	}
 	return nil
-}
-
-// busyLocked reports whether any worker has tasks in hand.
-func (p *Pool) busyLocked() bool {
-	for w := range p.workers {
-		if len(w.inflight) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // Frames between the parent and a worker. A task's calls, and their

@@ -114,14 +114,12 @@ func (t *Thread) Join(ctx context.Context) error {
 	if !started {
 		return fmt.Errorf("%w: %s", ErrNotStarted, t.Name)
 	}
-	select {
-	case <-done:
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.err
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := waitDone(ctx, done); err != nil {
+		return err
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
 }
 
 // IsAlive reports whether the thread has started and not yet finished.
