@@ -56,6 +56,14 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // the pool's task timeout, has its worker killed and replaced, and fails
 // with the context's error.
 //
+// A process pool's tasks travel to its workers, and their results back,
+// through a pipe that carries up to MaxMessage (64 MiB) per task; larger
+// ones are refused, not carried: a task whose arguments (or a Map chunk
+// whose items) encode to more fails with ErrTooLarge when it is
+// submitted, and a result that does not fit (with the results before it
+// in its chunk) fails its call with ErrTooLarge. The worker stays in
+// service either way. Pass large data through SharedMemory or a file.
+//
 // A Pool's methods may be called from any goroutine.
 type Pool struct {
 	cfg     poolConfig

@@ -303,9 +303,23 @@ func (p *Pool) addCall(j *job, args []any) error {
 		return fmt.Errorf("mp: arguments of %s: %w", j.fn.short(), err)
 	}
 	binary.LittleEndian.PutUint32(b[mark+2:], uint32(len(b)-mark-6))
+	if n := taskFrameSize(j.fn, len(b)); n > maxFrame {
+		j.body = b[:mark]
+		return tooLarge(j.fn, n, j.ncalls > 0)
+	}
 	j.body = b
 	j.ncalls++
 	return nil
+}
+
+// tooLarge is the error of a task whose frame would be n bytes; chunk:
+// the task holds other calls too.
+func tooLarge(t *target, n int, chunk bool) error {
+	what := "the arguments of " + t.short()
+	if chunk {
+		what = "a chunk of " + t.short() + "'s calls"
+	}
+	return fmt.Errorf("%w: %s encode to %d bytes, more than the %d a pool worker's pipe carries", ErrTooLarge, what, n, maxFrame)
 }
 
 func decodeResult[R any](r result) (R, error) {
@@ -550,6 +564,17 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 			// Sized after the chunks before, the buffer need not grow
 			// (and copy) its way up to a chunk's size.
 			b, err := in.encode(make([]byte, 0, encoded/max(encodedItems, 1)*(end-start)*9/8+64), start, end)
+			if err == nil && taskFrameSize(t, len(b)) > maxFrame {
+				// Too large to travel as one: the items fail, not the
+				// worker (a smaller ChunkSize would do).
+				err = tooLarge(t, taskFrameSize(t, len(b)), true)
+				var fails []failure
+				for i := start; i < end; i++ {
+					fails = append(fails, failure{i, err})
+				}
+				settle(end-start, fails)
+				continue
+			}
 			if err == nil {
 				j.body, j.ncalls, j.batch = b, end-start, true
 				encoded, encodedItems = encoded+len(b), encodedItems+end-start

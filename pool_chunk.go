@@ -177,6 +177,12 @@ func (r *batchRun) appendResults(b []byte) []byte {
 		b = binary.LittleEndian.AppendUint32(b, uint32(f.i))
 		b = appendChunk(b, encodeCallError(f.ce))
 	}
+	if len(b)-mark > maxFrame {
+		// Too large as one: one by one, so that the values that fit go.
+		outs := r.outs()
+		fitOuts(r.t, outs)
+		return appendResult(b[:mark], r.id, outs)
+	}
 	return b
 }
 

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/ring"
 )
 
 // A worker process receives tasks and sends results over a duplex pipe.
@@ -135,16 +137,52 @@ func (w *worker) send() {
 			w.armLocked(j)
 		}
 		p.mu.Unlock()
-		frame = appendTask(frame[:0], j, p.cfg.timeout)
-		err := w.conn.SendBytes(frame)
+		var err error
+		if n := taskFrameSize(j.fn, len(j.body)); n > maxFrame {
+			err = tooLarge(j.fn, n, j.calls() > 1) // submit refuses these; in case
+		} else {
+			frame = appendTask(frame[:0], j, p.cfg.timeout)
+			err = w.conn.SendBytes(frame)
+		}
+		if cap(frame) > 1<<20 {
+			frame = nil // a large task's buffer is not kept for the small ones
+		}
 		p.mu.Lock()
 		j.sent = err == nil
+		gone := errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrClosed)
+		if err != nil && !gone {
+			// The task cannot travel (too large, or no shared memory for
+			// it): it fails alone, and the worker goes on with the next.
+			w.dropLocked(j)
+		}
 		// An idle worker may take this task over if this one is busy.
 		p.cond.Broadcast()
 		p.mu.Unlock()
-		if err != nil {
+		if gone {
 			return // the worker is gone; settle sorts out its tasks
 		}
+		if err != nil {
+			j.fail(fmt.Errorf("mp: cannot send a task to a pool worker: %w", err))
+		}
+	}
+}
+
+// dropLocked takes j, which was not sent after all, off the worker's
+// hands.
+func (w *worker) dropLocked(j *job) {
+	i := slices.Index(w.inflight, j)
+	if i < 0 {
+		return
+	}
+	w.inflight = slices.Delete(w.inflight, i, i+1)
+	if i == 0 {
+		w.disarmLocked()
+		if len(w.inflight) > 0 {
+			w.armLocked(w.inflight[0])
+		}
+	}
+	if w.quota >= 0 {
+		w.quota++
 	}
 }
 
@@ -364,6 +402,15 @@ const (
 	frameBatchResult = 'S'
 	frameReady       = 'Y' // the initializer has run
 )
+
+// maxFrame is the largest frame a worker's pipe carries, either way. A
+// task or a result that would be larger fails with ErrTooLarge rather
+// than travelling.
+const maxFrame = ring.MaxMessage
+
+// taskFrameSize is the size of the frame of a task of fn whose calls
+// encode to body bytes.
+func taskFrameSize(fn *target, body int) int { return 1 + 8 + 8 + 8 + 4 + len(fn.name) + 4 + body }
 
 // appendTask encodes j; timeout is the pool's, which the worker counts
 // from when it starts the task.
@@ -598,8 +645,50 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 			return err
 		}
 		if err := c.SendBytes(out); err != nil {
-			return nil // the parent is gone
+			if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrClosed) {
+				return nil // the parent is gone
+			}
+			// The results cannot travel (no shared memory for them):
+			// the task fails, saying why, and the worker goes on.
+			if err := c.SendBytes(failedResult(out, err)); err != nil {
+				return nil
+			}
 		}
+		if cap(out) > 1<<20 {
+			out = nil // a large result's buffer is not kept for the small ones
+		}
+		if cap(in) > 1<<20 {
+			in = nil
+		}
+	}
+}
+
+// failedResult turns the result frame out into one of the same task with
+// every call failed with err.
+func failedResult(out []byte, err error) []byte {
+	r := frameReader{b: out}
+	r.u8()
+	id, n := r.u64(), r.u32()
+	outs := make([]workerOut, n)
+	e := fmt.Errorf("mp: the results of a pool task cannot be sent back: %w", err)
+	for i := range outs {
+		outs[i] = workerOut{status: 1, data: encodeCallError(&callError{Message: e.Error(), err: e})}
+	}
+	return appendResult(nil, id, outs)
+}
+
+// fitOuts makes outs fit in one result frame: a value that does not fit,
+// with the ones before it in its task, is replaced by an ErrTooLarge
+// error.
+func fitOuts(t *target, outs []workerOut) {
+	size := 1 + 8 + 4
+	for i := range outs {
+		if n := 5 + len(outs[i].data); size+n > maxFrame {
+			err := fmt.Errorf("%w: the result of %s encodes to %d bytes; with the results before it in its task, more than the %d a pool worker's pipe carries",
+				ErrTooLarge, t.short(), len(outs[i].data), maxFrame)
+			outs[i] = workerOut{status: 1, data: encodeCallError(&callError{Message: err.Error(), err: err})}
+		}
+		size += 5 + len(outs[i].data)
 	}
 }
 
@@ -647,6 +736,7 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target, b []by
 		}
 		outs = append(outs, runCall(ctx, t, data, nargs))
 	}
+	fitOuts(t, outs)
 	return appendResult(b, id, outs), nil
 }
 
