@@ -17,6 +17,10 @@ var (
 	// ErrPoolTerminated fails the tasks that had not finished when
 	// Terminate was called.
 	ErrPoolTerminated = errors.New("mp: pool was terminated")
+	// ErrPoolBroken is what the tasks of a pool that cannot run them any
+	// more fail with (wrapped, saying why): its initializer failed, or its
+	// workers keep dying before they are ready.
+	ErrPoolBroken = errors.New("mp: pool is broken")
 	// ErrWorkerLost is what a task fails with when the worker process
 	// running it died (killed, out of memory, os.Exit) and no retry was
 	// left; the error is a *WorkerLostError.
@@ -69,21 +73,22 @@ type Pool struct {
 	cfg     poolConfig
 	threads bool
 
-	mu         sync.Mutex
-	cond       *sync.Cond // signalled when work, window room or state changes
-	queue      []*job     // submitted, not yet given to a worker (a deque)
-	workers    map[*worker]struct{}
-	closed     bool
-	terminated bool
-	admitted   int   // submitters admitted before Close that may still submit (Map, MapAsync, Imap)
-	broken     error // an initializer failed: every task fails with it
-	nextID     uint64
-	seq        int               // workers started, for names
-	running    map[*job]struct{} // thread pools: jobs being run
-	initOnce   sync.Once         // thread pools: the initializer
-	wg         sync.WaitGroup
-	exited     chan struct{} // closed once the workers are gone (after Join)
-	joined     chan struct{} // closed once, besides, the callbacks have run
+	mu           sync.Mutex
+	cond         *sync.Cond // signalled when work, window room or state changes
+	queue        []*job     // submitted, not yet given to a worker (a deque)
+	workers      map[*worker]struct{}
+	closed       bool
+	terminated   bool
+	admitted     int   // submitters admitted before Close that may still submit (Map, MapAsync, Imap)
+	broken       error // an initializer failed: every task fails with it
+	failedStarts int   // workers in a row that died before they were ready
+	nextID       uint64
+	seq          int               // workers started, for names
+	running      map[*job]struct{} // thread pools: jobs being run
+	initOnce     sync.Once         // thread pools: the initializer
+	wg           sync.WaitGroup
+	exited       chan struct{} // closed once the workers are gone (after Join)
+	joined       chan struct{} // closed once, besides, the callbacks have run
 
 	callbacks callbackRunner
 }
@@ -105,8 +110,11 @@ type PoolOption func(*poolConfig)
 // WithInitializer makes each worker call fn(args...) once before its first
 // task (Python's initializer and initargs); fn must be registered for a
 // process pool. If it fails or panics, the pool is broken: every task not
-// yet finished, and every later one, fails with an error saying so (rather
-// than Python's endless restarting of workers).
+// yet finished, and every later one, fails with an error wrapping
+// ErrPoolBroken that says so (rather than Python's endless restarting of
+// workers). So does a pool whose workers die, 2n+1 times in a row (n
+// workers), before they are ready: killed at start, or exiting from the
+// initializer.
 func WithInitializer(fn any, args ...any) PoolOption {
 	return func(c *poolConfig) { c.initFn, c.initArgs = fn, args }
 }

@@ -197,6 +197,7 @@ func (w *worker) receive() {
 		if len(msg) == 1 && msg[0] == frameReady {
 			p.mu.Lock()
 			w.ready = true
+			p.failedStarts = 0
 			p.mu.Unlock()
 			continue
 		}
@@ -300,7 +301,9 @@ func (w *worker) settle() {
 	delete(p.workers, w)
 	var again, failed []*job
 	var errs []error
+	killed := false // by the pool, for a task's timeout or context
 	for _, j := range w.inflight {
+		killed = killed || j.killErr != nil
 		switch {
 		case !j.sent || unstarted[j.id]:
 			again = append(again, j)
@@ -321,10 +324,26 @@ func (w *worker) settle() {
 		again = nil
 	}
 	p.requeueLocked(again)
-	if !w.ready && code > 0 && !p.terminated {
-		p.breakLocked(fmt.Errorf("mp: pool initializer failed in %s: %w", w.proc.Name, initErr))
-		for _, j := range p.drainLocked() {
-			failed, errs = append(failed, j), append(errs, p.broken)
+	if !w.ready && !p.terminated && !killed {
+		// It died starting: in its initializer, or killed from outside.
+		// Restarting it in a loop would help no one.
+		p.failedStarts++
+		limit := 2*p.cfg.n + 1
+		switch {
+		case code > 0:
+			p.breakLocked(fmt.Errorf("%w: its initializer failed in %s: %w", ErrPoolBroken, w.proc.Name, initErr))
+		case p.failedStarts >= limit:
+			how := fmt.Sprintf("exited with status %d", code)
+			if code < 0 {
+				how = fmt.Sprintf("was killed by signal %d", -code)
+			}
+			p.breakLocked(fmt.Errorf("%w: %d workers in a row died before they were ready (the last, %s, %s); no more are started",
+				ErrPoolBroken, p.failedStarts, w.proc.Name, how))
+		}
+		if p.broken != nil {
+			for _, j := range p.drainLocked() {
+				failed, errs = append(failed, j), append(errs, p.broken)
+			}
 		}
 	}
 	// A closed pool replaces a worker only for work still to be given
@@ -339,7 +358,7 @@ func (w *worker) settle() {
 	if replace {
 		if err := p.startWorker(); err != nil {
 			p.mu.Lock()
-			p.breakLocked(fmt.Errorf("mp: cannot replace a pool worker: %w", err))
+			p.breakLocked(fmt.Errorf("%w: cannot replace a pool worker: %w", ErrPoolBroken, err))
 			q := p.drainLocked()
 			p.mu.Unlock()
 			for _, j := range q {
