@@ -97,6 +97,9 @@ func (j *job) expired() error {
 	return nil
 }
 
+// goexitMessage is the error of a call that called runtime.Goexit.
+const goexitMessage = "mp: the function called runtime.Goexit (as t.FailNow and t.Fatal do) instead of returning"
+
 var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (FailFast)", context.Canceled)
 
 // TaskError is the failure of a task run by a pool: the error it returned,

@@ -648,36 +648,84 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 	if err := c.SendBytes([]byte{frameReady}); err != nil {
 		return nil
 	}
-	targets := make(map[string]*target)
-	var in, out []byte
-	for {
-		// The frame is decoded before the next is read: one buffer will do.
-		msg, err := c.get(ctx, in[:0])
-		if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
-			return nil
+	l := &workerLoop{ctx: ctx, c: c, targets: make(map[string]*target), done: make(chan error, 1)}
+	go l.serve(false)
+	return <-l.done
+}
+
+// workerLoop is a worker process's loop over its tasks. It outlives the
+// goroutine that runs it if a task calls runtime.Goexit (as t.FailNow
+// does): nothing can stop that goroutine from ending, so another takes
+// over the task and the loop.
+type workerLoop struct {
+	ctx     context.Context
+	c       *Conn
+	targets map[string]*target
+	in, out []byte
+	tr      taskRun // the task being run, reused from one to the next
+	running bool    // tr is being run
+	done    chan error
+}
+
+// serve runs the loop, going on with the task being run if resume.
+func (l *workerLoop) serve(resume bool) {
+	returned := false
+	defer func() {
+		if returned {
+			return
 		}
+		if !l.running {
+			l.done <- errors.New("mp: pool worker: runtime.Goexit outside a task")
+			return
+		}
+		l.tr.goexited()
+		go l.serve(true)
+	}()
+	err := l.loop(resume)
+	returned = true
+	l.done <- err
+}
+
+func (l *workerLoop) loop(resume bool) error {
+	for {
+		if !resume {
+			// The frame is decoded before the next is read: one buffer will do.
+			msg, err := l.c.get(l.ctx, l.in[:0])
+			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			l.in = msg
+			if err := l.tr.start(l.ctx, msg, l.targets); err != nil {
+				return err
+			}
+		}
+		resume = false
+		l.running = true
+		out, err := l.tr.run(l.out[:0])
+		l.running = false
+		l.tr.end()
 		if err != nil {
 			return err
 		}
-		in = msg
-		if out, err = runTask(ctx, msg, targets, out[:0]); err != nil {
-			return err
-		}
-		if err := c.SendBytes(out); err != nil {
+		l.out = out
+		if err := l.c.SendBytes(out); err != nil {
 			if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrClosed) {
 				return nil // the parent is gone
 			}
 			// The results cannot travel (no shared memory for them):
 			// the task fails, saying why, and the worker goes on.
-			if err := c.SendBytes(failedResult(out, err)); err != nil {
+			if err := l.c.SendBytes(failedResult(out, err)); err != nil {
 				return nil
 			}
 		}
-		if cap(out) > 1<<20 {
-			out = nil // a large result's buffer is not kept for the small ones
+		if cap(l.out) > 1<<20 {
+			l.out = nil // a large result's buffer is not kept for the small ones
 		}
-		if cap(in) > 1<<20 {
-			in = nil
+		if cap(l.in) > 1<<20 {
+			l.in = nil
 		}
 	}
 }
@@ -711,13 +759,25 @@ func fitOuts(t *target, outs []workerOut) {
 	}
 }
 
-// runTask runs the calls of one task frame and appends its result frame
-// to b.
-func runTask(ctx context.Context, msg []byte, targets map[string]*target, b []byte) ([]byte, error) {
+// taskRun is one task frame being run in a worker, kept where a
+// goroutine taking over after runtime.Goexit finds it.
+type taskRun struct {
+	ctx     context.Context
+	cancels []context.CancelFunc
+	t       *target
+	id      uint64
+	n       int
+	r       frameReader // one by one: the calls not yet started
+	outs    []workerOut // one by one: the results so far
+	batch   *batchRun   // batched tasks
+}
+
+// start prepares the task of frame msg.
+func (tr *taskRun) start(ctx context.Context, msg []byte, targets map[string]*target) error {
 	r := frameReader{b: msg}
 	kind := r.u8()
 	if kind != frameTask && kind != frameBatch {
-		return nil, fmt.Errorf("%w: not a task frame", ErrCorrupt)
+		return fmt.Errorf("%w: not a task frame", ErrCorrupt)
 	}
 	id := r.u64()
 	deadline := int64(r.u64())
@@ -725,38 +785,79 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target, b []by
 	name := r.chunk()
 	n := r.u32()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
 	t, ok := targets[string(name)] // no allocation for the lookup
 	if !ok {
 		if t, ok = lookupName(string(name)); !ok {
-			return nil, fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
+			return fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
 		}
 		targets[string(name)] = t
 	}
+	// Not deferred: the contexts live until end, across a Goexit.
+	tr.cancels = tr.cancels[:0]
 	if deadline != 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
-		defer cancel()
+		tr.cancels = append(tr.cancels, cancel)
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		tr.cancels = append(tr.cancels, cancel)
 	}
+	tr.ctx, tr.t, tr.id, tr.n, tr.batch = ctx, t, id, n, nil
 	if kind == frameBatch {
-		return runBatch(ctx, t, id, r.b, n, b)
+		var err error
+		tr.batch, err = newBatchRun(ctx, t, id, r.b, n)
+		return err
 	}
-	outs := make([]workerOut, 0, min(n, len(r.b)/6))
-	for range n {
-		nargs, data := r.u16(), r.chunk()
-		if r.err != nil {
-			return nil, r.err
+	tr.r = r
+	if cap(tr.outs) > 1024 {
+		tr.outs = nil
+	}
+	tr.outs = slices.Grow(tr.outs[:0], min(n, len(r.b)/6))
+	return nil
+}
+
+// run runs the task's calls not yet run, and appends its result frame to
+// b.
+func (tr *taskRun) run(b []byte) ([]byte, error) {
+	if br := tr.batch; br != nil {
+		for br.at < br.n {
+			br.at = br.runFrom(br.at)
 		}
-		outs = append(outs, runCall(ctx, t, data, nargs))
+		return br.appendResults(b), nil
 	}
-	fitOuts(t, outs)
-	return appendResult(b, id, outs), nil
+	for len(tr.outs) < tr.n {
+		nargs, data := tr.r.u16(), tr.r.chunk()
+		if tr.r.err != nil {
+			return nil, tr.r.err
+		}
+		tr.outs = append(tr.outs, runCall(tr.ctx, tr.t, data, nargs))
+	}
+	fitOuts(tr.t, tr.outs)
+	return appendResult(b, tr.id, tr.outs), nil
+}
+
+// goexited records that the call being run called runtime.Goexit: it
+// fails, and the task goes on from the next.
+func (tr *taskRun) goexited() {
+	ce := &callError{Message: goexitMessage}
+	if br := tr.batch; br != nil {
+		br.fail(br.at, ce)
+		br.at++
+		return
+	}
+	tr.outs = append(tr.outs, workerOut{status: 1, data: encodeCallError(ce)})
+}
+
+// end releases the task's contexts.
+func (tr *taskRun) end() {
+	for _, c := range tr.cancels {
+		c()
+	}
+	tr.ctx, tr.batch = nil, nil
 }
 
 func runCall(ctx context.Context, t *target, data []byte, nargs int) workerOut {

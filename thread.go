@@ -77,21 +77,36 @@ func (t *Thread) Start() error {
 	self.threads[t] = struct{}{}
 	self.mu.Unlock()
 	go func() {
-		_, cerr := tg.call(ctx, recv, args)
-		t.mu.Lock()
-		if cerr != nil {
-			t.err = &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
-		}
-		if t.cancel != nil {
-			t.cancel()
-		}
-		close(t.done)
-		t.mu.Unlock()
-		self.mu.Lock()
-		delete(self.threads, t)
-		self.mu.Unlock()
+		var cerr *callError
+		returned := false
+		defer func() {
+			if !returned {
+				// runtime.Goexit (t.FailNow does): the goroutine ends
+				// anyway, but as a failure, not silently.
+				cerr = &callError{Message: goexitMessage}
+			}
+			t.finish(cerr)
+		}()
+		_, cerr = tg.call(ctx, recv, args)
+		returned = true
 	}()
 	return nil
+}
+
+// finish records the outcome of the thread's function.
+func (t *Thread) finish(cerr *callError) {
+	t.mu.Lock()
+	if cerr != nil {
+		t.err = &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
+	}
+	if t.cancel != nil {
+		t.cancel()
+	}
+	close(t.done)
+	t.mu.Unlock()
+	self.mu.Lock()
+	delete(self.threads, t)
+	self.mu.Unlock()
 }
 
 // newLocalTarget is newTarget for functions that stay in this process:
