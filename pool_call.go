@@ -631,8 +631,12 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 // Imap calls fn(item) in p's workers for each item of items, lazily, and
 // yields the results in the order of items with each item's error (Python's
 // imap). At most a few tasks per worker are in flight, so items may be
-// endless. Breaking out of the loop cancels the tasks not yet started. If
-// ctx ends, the iteration yields ctx.Err() and stops.
+// endless (at most 4 × workers tasks of the input are read ahead).
+// Breaking out of the loop cancels the tasks not yet started. If ctx ends,
+// the iteration yields ctx.Err() and stops. An item that cannot be sent
+// (unencodable, too large) yields its error in its place. If the input
+// panics, the results of the items before are yielded first, then an
+// error saying so, and the iteration stops.
 func Imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
 	return imap[R](ctx, p, fn, items, true, opts)
 }
@@ -669,32 +673,60 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 		skip := new(atomic.Bool)
 		defer skip.Store(true)
 
+		// pull is next, with a panic of the input turned into inputErr,
+		// which comes after the results of the items before it.
+		var inputErr error
+		inputDone := false
+		pull := func() (item A, ok bool) {
+			defer func() {
+				if r := recover(); r != nil {
+					inputDone, ok = true, false
+					if e, isErr := r.(error); isErr {
+						inputErr = fmt.Errorf("mp: the input of Imap panicked: %w", e)
+					} else {
+						inputErr = fmt.Errorf("mp: the input of Imap panicked: %v", r)
+					}
+				}
+			}()
+			item, ok = next()
+			inputDone = !ok
+			return item, ok
+		}
+
 		type batch struct {
-			rs  chan []result
-			err error // an item could not be submitted
+			rs   chan []result
+			tail error // an item after the job's that could not be submitted
 		}
 		var inflight []*batch // in submission order
 		arrived := make(chan *batch, window)
 		var done int
 		fill := func() {
-			for len(inflight) < window {
+			for len(inflight) < window && !inputDone {
 				j := &job{fn: t, skip: skip}
 				if ctx.Done() != nil {
 					j.ctx = ctx
 				}
 				b := &batch{rs: make(chan []result, 1)}
-				var err error
 				for range chunk {
-					item, ok := next()
+					item, ok := pull()
 					if !ok {
 						break
 					}
-					if err = p.addCall(j, []any{item}); err != nil {
+					if err := p.addCall(j, []any{item}); err != nil {
+						b.tail = err // it fails in its place; the items after it go on
 						break
 					}
 				}
-				if err == nil && j.calls() == 0 {
+				if j.calls() == 0 && b.tail == nil {
 					return
+				}
+				inflight = append(inflight, b)
+				if j.calls() == 0 {
+					b.rs <- nil
+					if !ordered {
+						arrived <- b
+					}
+					continue
 				}
 				j.finish = func(rs []result) {
 					b.rs <- rs
@@ -702,18 +734,18 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 						arrived <- b
 					}
 				}
-				inflight = append(inflight, b)
-				if err == nil {
-					err = p.submit(true, j)
-				}
-				if err != nil {
+				if err := p.submit(true, j); err != nil {
 					j.fail(err)
+					inputDone = true // the pool takes no more: stop reading
 				}
 			}
 		}
 		for {
 			fill()
 			if len(inflight) == 0 {
+				if inputErr != nil {
+					yield(zero, inputErr)
+				}
 				return
 			}
 			var b *batch
@@ -736,6 +768,9 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 			}
 			inflight = slices.DeleteFunc(inflight, func(x *batch) bool { return x == b })
 			done += len(rs)
+			if b.tail != nil {
+				done++
+			}
 			if o.progress != nil {
 				o.progress(done, -1)
 			}
@@ -743,6 +778,9 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 				if !yield(decodeResult[R](r)) {
 					return
 				}
+			}
+			if b.tail != nil && !yield(zero, b.tail) {
+				return
 			}
 		}
 	}
