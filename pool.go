@@ -60,6 +60,11 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // the pool's task timeout, has its worker killed and replaced, and fails
 // with the context's error.
 //
+// A process pool's tasks may start processes and pools of their own
+// (Python's daemonic workers may not); those die with the worker if it is
+// killed or dies. A task should join or terminate what it started: a
+// worker waits for its non-daemonic children before it exits.
+//
 // A process pool's tasks travel to its workers, and their results back,
 // through a pipe that carries up to MaxMessage (64 MiB) per task; larger
 // ones are refused, not carried: a task whose arguments (or a Map chunk

@@ -629,6 +629,11 @@ func init() { Register(poolWorker) }
 
 // poolWorker is the main function of a pool's worker process.
 func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
+	// The parent treats its workers as daemonic (Shutdown terminates
+	// them), but unlike Python's, their tasks may start processes and
+	// pools: these die with the worker, whichever way it ends. Set before
+	// any task runs, in the goroutine that set it up.
+	self.info.Daemon = false
 	if spec.InitFn != "" {
 		t, ok := lookupName(spec.InitFn)
 		if !ok {
