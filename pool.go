@@ -106,7 +106,8 @@ type poolConfig struct {
 	maxTasks int
 	timeout  time.Duration
 	retries  int
-	window   int // tasks a worker process is given at a time
+	maxRSS   int64 // bytes; 0: no limit
+	window   int   // tasks a worker process is given at a time
 }
 
 // PoolOption configures a pool made by NewPool or NewThreadPool.
@@ -129,6 +130,15 @@ func WithInitializer(fn any, args ...any) PoolOption {
 // maxtasksperchild, to bound what a leaking library can hold. It has no
 // effect on thread pools.
 func WithMaxTasksPerChild(n int) PoolOption { return func(c *poolConfig) { c.maxTasks = n } }
+
+// WithMaxMemoryPerChild makes each worker process exit, to be replaced by
+// a new one, after a task that leaves its resident memory (its current
+// RSS, not its peak) above bytes: loky's and billiard's recycling of
+// workers that grow. The memory is measured after each task, which is
+// never interrupted; 0 means no limit. It has no effect on thread pools.
+func WithMaxMemoryPerChild(bytes int64) PoolOption {
+	return func(c *poolConfig) { c.maxRSS = bytes }
+}
 
 // WithTaskTimeout bounds how long a task may run, counted from when it
 // starts; past it, its worker is killed and replaced and the task fails
@@ -205,7 +215,7 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 			return nil, fmt.Errorf("mp: pool initializer: %w", err)
 		}
 	}
-	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 {
+	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 || cfg.maxRSS < 0 {
 		return nil, fmt.Errorf("%w: negative pool option", ErrBadArguments)
 	}
 	if !threads && !initialized.Load() {

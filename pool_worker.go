@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"slices"
 	"sync"
@@ -45,7 +46,7 @@ func (p *Pool) startWorker() error {
 	if err != nil {
 		return err
 	}
-	spec := workerSpec{}
+	spec := workerSpec{MaxRSS: p.cfg.maxRSS}
 	if t := p.cfg.init; t != nil {
 		vals, _ := t.bind(p.cfg.initArgs)
 		if spec.Init, err = codec.MarshalArgs(vals); err != nil {
@@ -623,6 +624,7 @@ type workerSpec struct {
 	InitFn string // the initializer's registered name, or ""
 	Init   []byte // its encoded arguments
 	NInit  int
+	MaxRSS int64 // exit after a task that leaves the RSS above this; 0: never
 }
 
 func init() { Register(poolWorker) }
@@ -654,8 +656,40 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 		return nil
 	}
 	l := &workerLoop{ctx: ctx, c: c, targets: make(map[string]*target), done: make(chan error, 1)}
+	if spec.MaxRSS > 0 {
+		f, err := os.Open("/proc/self/statm")
+		if err != nil {
+			return fmt.Errorf("mp: pool worker: WithMaxMemoryPerChild: %w", err)
+		}
+		defer f.Close()
+		l.rss = &rssMeter{f: f, limit: spec.MaxRSS, page: int64(os.Getpagesize())}
+	}
 	go l.serve(false)
 	return <-l.done
+}
+
+// rssMeter measures the worker's resident memory.
+type rssMeter struct {
+	f     *os.File // /proc/self/statm, read again each time
+	limit int64
+	page  int64
+	buf   [128]byte
+}
+
+// over reports whether the resident memory is above the limit.
+func (m *rssMeter) over() bool {
+	n, _ := m.f.ReadAt(m.buf[:], 0)
+	// "size resident shared ...", in pages.
+	b := m.buf[:n]
+	i := 0
+	for i < len(b) && b[i] != ' ' {
+		i++
+	}
+	var pages int64
+	for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		pages = pages*10 + int64(b[i]-'0')
+	}
+	return pages*m.page > m.limit
 }
 
 // workerLoop is a worker process's loop over its tasks. It outlives the
@@ -669,6 +703,7 @@ type workerLoop struct {
 	in, out []byte
 	tr      taskRun // the task being run, reused from one to the next
 	running bool    // tr is being run
+	rss     *rssMeter
 	done    chan error
 }
 
@@ -725,6 +760,11 @@ func (l *workerLoop) loop(resume bool) error {
 			if err := l.c.SendBytes(failedResult(out, err)); err != nil {
 				return nil
 			}
+		}
+		if l.rss != nil && l.rss.over() {
+			// Retire: the parent puts the tasks still in the pipe back in
+			// its queue, and starts another worker if there is work.
+			return nil
 		}
 		if cap(l.out) > 1<<20 {
 			l.out = nil // a large result's buffer is not kept for the small ones
