@@ -85,7 +85,18 @@ func runChild(inh spawn.Inherited) {
 	} else if args, err = codec.UnmarshalArgs(b.Args, t.argTypes(b.NArgs)); err != nil {
 		childFatal(ctl, "decode arguments of %s: %v", t.name, err)
 	}
+	returned := false
+	defer func() {
+		if !returned {
+			// runtime.Goexit in the target (t.FailNow does): the child
+			// would wait forever once the deferred calls have run.
+			Shutdown()
+			report(ctl, outcome{Message: goexitMessage})
+			os.Exit(1)
+		}
+	}()
 	_, cerr := t.call(context.Background(), recv, args)
+	returned = true
 	Shutdown()
 	code := 0
 	var out outcome

@@ -231,7 +231,8 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error) {
 // returned without error and the process exited with status 0; a
 // *ProcessError if the function failed or panicked, or the process exited
 // otherwise (a signal, os.Exit with a non-zero status); ctx.Err() if ctx
-// ends first, leaving the process running. Join may be called any number of
+// ends first, leaving the process running (a process that has finished
+// gives its outcome, even to an ended ctx). Join may be called any number of
 // times, from any goroutine.
 func (p *Process) Join(ctx context.Context) error {
 	p.mu.Lock()
@@ -240,14 +241,13 @@ func (p *Process) Join(ctx context.Context) error {
 	if !started {
 		return fmt.Errorf("%w: %s", ErrNotStarted, p.Name)
 	}
-	select {
-	case <-done:
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.err
-	case <-ctx.Done():
-		return ctx.Err()
+	// The outcome wins over an ended ctx.
+	if err := waitDone(ctx, done); err != nil {
+		return err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
 }
 
 // IsAlive reports whether the process has been started and has not yet
