@@ -41,11 +41,11 @@ func treeArena() (*shm.Arena, error) {
 	return arena.a, arena.err
 }
 
-func arenaSize(s string) (int, error) {
-	if s == "" {
+func arenaSize(value string) (int, error) {
+	if value == "" {
 		return DefaultArenaSize, nil
 	}
-	mult := 1
+	s, mult := value, 1
 	switch strings.ToUpper(s[len(s)-1:]) {
 	case "K":
 		mult = 1 << 10
@@ -59,7 +59,10 @@ func arenaSize(s string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("mp: MULTIPROC_ARENA_SIZE=%q is not a size", s)
+		return 0, fmt.Errorf("%w: MULTIPROC_ARENA_SIZE=%q is not a size (bytes, or a number with K, M or G)", ErrBadArguments, value)
+	}
+	if n > shm.MaxSize/mult {
+		return 0, fmt.Errorf("%w: MULTIPROC_ARENA_SIZE=%q is over the largest arena, %d bytes", ErrBadArguments, value, shm.MaxSize)
 	}
 	return n * mult, nil
 }

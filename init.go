@@ -6,14 +6,13 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/multiproc/mp/internal/codec"
 	"github.com/multiproc/mp/internal/shm"
 	"github.com/multiproc/mp/internal/spawn"
-	"github.com/multiproc/mp/internal/supervise"
 )
 
 var (
@@ -68,6 +67,9 @@ func runChild(inh spawn.Inherited) {
 	self.info = ProcessInfo{Name: b.Name, Pid: os.Getpid(), Daemon: b.Daemon}
 	self.parent = &parent
 	self.identity = b.Identity
+	spawn.SetDeathNotice(fmt.Sprintf("mp: %s (pid %d) killed: its parent %s (pid %d) ended while it was running "+
+		"(a main that starts processes must defer mp.Shutdown() to wait for them)",
+		strconv.Quote(b.Name), os.Getpid(), strconv.Quote(parent.Name), parent.Pid))
 
 	go watchParent(ctl)
 
@@ -116,8 +118,9 @@ func childFatal(ctl net.Conn, format string, args ...any) {
 }
 
 // watchParent waits for EOF on the control socket, which means the parent
-// is gone, and then ends this process and its children. The kernel's death
-// signal usually gets there first; this covers the cases it misses.
+// is gone, and then ends this process and its subtree, saying why on
+// stderr. The kernel's death signal usually gets there first; this covers
+// the cases it misses.
 func watchParent(ctl net.Conn) {
 	var buf [64]byte
 	for {
@@ -125,8 +128,7 @@ func watchParent(ctl net.Conn) {
 			break
 		}
 	}
-	supervise.SignalAll(syscall.SIGKILL)
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	spawn.ParentGone()
 }
 
 // Shutdown is what Python does at interpreter exit: it terminates the
