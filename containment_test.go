@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/multiproc/mp"
+	"github.com/multiproc/mp/internal/spawn"
 )
 
 // A scenario is a whole program: the test binary re-executed by os/exec (not
@@ -314,5 +316,254 @@ func TestStrayChildMarkerIsIgnored(t *testing.T) {
 				t.Fatalf("program with MULTIPROC_CHILD=%q: result %q\nstderr:\n%s", tc.marker, res, stderr)
 			}
 		})
+	}
+}
+
+// startHelper starts `sleep` as a program the library did not start, in a
+// session of its own if setsid, records its pid in dir/helper-<n>, and
+// blocks: a worker that shells out.
+func startHelper(dir string, setsid bool) error {
+	cmd := exec.Command("sleep", "1000")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: setsid}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, "helper-"+strconv.Itoa(cmd.Process.Pid)), ""); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, "pid-"+strconv.Itoa(os.Getpid())), "")
+}
+
+func runHelper(dir string, setsid bool) error {
+	if err := startHelper(dir, setsid); err != nil {
+		return err
+	}
+	select {}
+}
+
+// nestedHelper starts a child that runs a helper, and blocks.
+func nestedHelper(dir string) error {
+	if err := mp.NewProcess(runHelper, dir, false).Start(); err != nil {
+		return err
+	}
+	if err := mp.NewProcess(runHelper, dir, true).Start(); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, "pid-"+strconv.Itoa(os.Getpid())), ""); err != nil {
+		return err
+	}
+	select {}
+}
+
+func init() {
+	mp.Register(runHelper, nestedHelper)
+	scenarios["root with nested helpers"] = func(dir string) error {
+		if err := mp.NewProcess(nestedHelper, dir).Start(); err != nil {
+			return err
+		}
+		select {} // until the test kills this root
+	}
+}
+
+// pidfdsIn opens a pidfd on each process named by a file "<prefix><pid>"
+// in dir, once there are want of them.
+func pidfdsIn(t *testing.T, dir, prefix string, want int) map[int]int {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ents, _ := os.ReadDir(dir)
+		var pids []int
+		for _, e := range ents {
+			if s, ok := strings.CutPrefix(e.Name(), prefix); ok {
+				pid, _ := strconv.Atoi(s)
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) == want {
+			fds := map[int]int{}
+			for _, pid := range pids {
+				fd, err := unix.PidfdOpen(pid, 0)
+				if err != nil {
+					t.Fatalf("pidfd_open(%d): %v (gone before it was killed?)", pid, err)
+				}
+				fds[pid] = fd
+			}
+			return fds
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d %s files in a minute", len(pids), want, prefix)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func needCgroups(t *testing.T) {
+	if !spawn.Cgroups() {
+		t.Skip("this machine does not let the library create cgroup v2 directories: " +
+			"a descendant that left its process group escapes an outside SIGKILL of its mp ancestor (see doc.go)")
+	}
+}
+
+func TestOutsideKillOfChildTakesItsHelpers(t *testing.T) {
+	for _, setsid := range []bool{false, true} {
+		t.Run(fmt.Sprintf("setsid=%v", setsid), func(t *testing.T) {
+			if setsid {
+				needCgroups(t)
+			}
+			dir := t.TempDir()
+			p := mp.NewProcess(runHelper, dir, setsid)
+			if err := p.Start(); err != nil {
+				t.Fatal(err)
+			}
+			helpers := pidfdsIn(t, dir, "helper-", 1)
+			for _, fd := range pidfdsIn(t, dir, "pid-", 1) {
+				unix.Close(fd)
+			}
+			// As the OOM killer would: not through the library.
+			if err := unix.Kill(p.Pid(), unix.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			var pe *mp.ProcessError
+			if err := join(t, p); !errors.As(err, &pe) || pe.ExitCode != -int(syscall.SIGKILL) {
+				t.Fatalf("Join = %v", err)
+			}
+			awaitGone(t, helpers)
+		})
+	}
+}
+
+func TestKillTakesHelpersThatLeftTheGroup(t *testing.T) {
+	dir := t.TempDir()
+	p := mp.NewProcess(runHelper, dir, true)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	helpers := pidfdsIn(t, dir, "helper-", 1)
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	join(t, p)
+	awaitGone(t, helpers)
+}
+
+func TestRootKilledTakesNestedHelpers(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestScenarioHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), scenarioEnv+"=root with nested helpers", "MP_TEST_DIR="+dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The child and its two children, and a helper of each grandchild (one
+	// in a session of its own).
+	procs := pidfdsIn(t, dir, "pid-", 3)
+	helpers := pidfdsIn(t, dir, "helper-", 2)
+	cmd.Process.Kill()
+	cmd.Wait()
+	awaitGone(t, procs)
+	awaitGone(t, helpers)
+	if !strings.Contains(stderr.String(), "ended while it was running") {
+		t.Errorf("no child said why it died; stderr:\n%s", stderr.String())
+	}
+}
+
+// ignoreTerm ignores SIGTERM, says it is ready, and runs forever.
+func ignoreTerm(ready string) error {
+	signal.Ignore(syscall.SIGTERM)
+	if err := writeFile(ready, ""); err != nil {
+		return err
+	}
+	select {}
+}
+
+// shutdownStubbornDaemon starts a daemon that ignores SIGTERM and shuts
+// down; it records how the daemon ended.
+func shutdownStubbornDaemon(dir string) error {
+	mp.SetShutdownGrace(50 * time.Millisecond)
+	d := mp.NewProcess(ignoreTerm, filepath.Join(dir, "ready"))
+	d.Daemon = true
+	if err := d.Start(); err != nil {
+		return err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mp.Shutdown()
+	code, exited := d.ExitCode()
+	return writeFile(filepath.Join(dir, "code"), fmt.Sprint(code, exited))
+}
+
+func init() { mp.Register(ignoreTerm, shutdownStubbornDaemon) }
+
+func TestShutdownKillsDaemonThatIgnoresTerm(t *testing.T) {
+	dir := t.TempDir()
+	p := mp.NewProcess(shutdownStubbornDaemon, dir)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := join(t, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readFile(t, filepath.Join(dir, "code")), fmt.Sprint(-int(syscall.SIGKILL), true); got != want {
+		t.Fatalf("daemon's exit code, exited = %s, want %s", got, want)
+	}
+}
+
+func TestShutdownContextBoundsTheWait(t *testing.T) {
+	p := mp.NewProcess(blockForever)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := mp.ShutdownContext(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ShutdownContext = %v", err)
+	}
+	if p.IsAlive() {
+		t.Fatal("a child is still running after ShutdownContext gave up")
+	}
+	if code, _ := p.ExitCode(); code != -int(syscall.SIGTERM) {
+		t.Fatalf("exit code %d, want SIGTERM's", code)
+	}
+}
+
+func init() {
+	scenarios["forgot Shutdown"] = func(dir string) error {
+		p := mp.NewProcess(blockForever)
+		if err := p.Start(); err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(dir, "pid-"+strconv.Itoa(p.Pid())), ""); err != nil {
+			return err
+		}
+		for { // until the test has a handle on the child
+			if _, err := os.Stat(filepath.Join(dir, "go")); err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return nil // main returns, without mp.Shutdown
+	}
+}
+
+func TestForgettingShutdownIsLoud(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestScenarioHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), scenarioEnv+"=forgot Shutdown", "MP_TEST_DIR="+dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	child := pidfdsIn(t, dir, "pid-", 1)
+	writeFile(filepath.Join(dir, "go"), "")
+	awaitGone(t, child) // no orphan
+	cmd.Wait()
+	if got := stderr.String(); !strings.Contains(got, "ended while it was running") || !strings.Contains(got, "mp.Shutdown") {
+		t.Fatalf("the killed child did not say why; stderr:\n%s", got)
 	}
 }

@@ -76,8 +76,8 @@ func initCgroupBase() {
 	if dir == "" {
 		return
 	}
-	if _, err := os.Stat(filepath.Join(dir, "cgroup.kill")); err != nil {
-		return // before Linux 5.14, or no cgroup v2 here
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+		return // no cgroup v2 here
 	}
 	// Remove what killed processes of an earlier run left behind.
 	if ents, err := os.ReadDir(dir); err == nil {
@@ -116,6 +116,11 @@ func newCgroup(memoryMax uint64) *cgroup {
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EROFS) {
 			cgBase.dir = "" // not ours to write: do without from now on
 		}
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.kill")); err != nil {
+		unix.Rmdir(dir)
+		cgBase.dir = "" // before Linux 5.14: no way to kill a cgroup at once
 		return nil
 	}
 	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -189,4 +194,21 @@ func removeTree(dir string) bool {
 	}
 	err := unix.Rmdir(dir)
 	return err == nil || err == unix.ENOENT
+}
+
+// Cgroups reports whether this process puts its children in cgroups of
+// their own (cgroup v2 with cgroup.kill, in a cgroup this process may
+// create directories in).
+func Cgroups() bool {
+	if cg := newCgroup(0); cg != nil {
+		cg.remove()
+	}
+	return cgBase.dir != ""
+}
+
+// DisableCgroups makes this process start its children without cgroups,
+// as on a machine that does not allow them. It is for tests of that case.
+func DisableCgroups() {
+	cgBase.once.Do(func() {})
+	cgBase.dir = ""
 }

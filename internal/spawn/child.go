@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,8 +215,17 @@ func ParentGone() {
 			os.Stderr.WriteString(*n + "\n")
 		}
 		KillAll()
-		if child.cgroup != "" {
-			killCgroup(child.cgroup) // this process and all below it
+		if cg := child.cgroup; cg != "" {
+			// Step out into the parent's cgroup, so that the one made for
+			// this process can be killed whole and removed; failing that,
+			// kill it with this process inside.
+			pid := []byte(strconv.Itoa(os.Getpid()))
+			if os.WriteFile(filepath.Join(filepath.Dir(cg), "cgroup.procs"), pid, 0) == nil {
+				(&cgroup{dir: cg, fd: -1}).kill()
+				(&cgroup{dir: cg, fd: -1}).cleanup()
+			} else {
+				killCgroup(cg)
+			}
 		}
 		killDescendants(os.Getpid())
 		unix.Kill(os.Getpid(), unix.SIGKILL)
