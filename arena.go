@@ -72,11 +72,11 @@ func treeRefs() (*refs.Table, error) {
 	return arena.refs, nil
 }
 
-func arenaSize(s string) (int, error) {
-	if s == "" {
+func arenaSize(value string) (int, error) {
+	if value == "" {
 		return DefaultArenaSize, nil
 	}
-	mult := 1
+	s, mult := value, 1
 	switch strings.ToUpper(s[len(s)-1:]) {
 	case "K":
 		mult = 1 << 10
@@ -90,7 +90,10 @@ func arenaSize(s string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("mp: MULTIPROC_ARENA_SIZE=%q is not a size", s)
+		return 0, fmt.Errorf("%w: MULTIPROC_ARENA_SIZE=%q is not a size (bytes, or a number with K, M or G)", ErrBadArguments, value)
+	}
+	if n > shm.MaxSize/mult {
+		return 0, fmt.Errorf("%w: MULTIPROC_ARENA_SIZE=%q is over the largest arena, %d bytes", ErrBadArguments, value, shm.MaxSize)
 	}
 	return n * mult, nil
 }

@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/mp/internal/fdutil"
 )
 
 // Offset locates a block inside an arena. It is the same number in every
@@ -119,6 +121,9 @@ func New(size int) (*Arena, error) {
 	heapOff := heapOffset(heapSize)
 
 	fd, err := unix.MemfdCreate("multiproc-arena", unix.MFD_CLOEXEC)
+	if err == nil {
+		fd, err = fdutil.Above2(fd) // never where a closed stdio was
+	}
 	if err != nil {
 		return nil, fmt.Errorf("shm: memfd_create: %w", err)
 	}
