@@ -49,7 +49,7 @@ func (j *joinState) own() error {
 	if j.holders.own(j.reclaimFunc) {
 		return nil
 	}
-	return fmt.Errorf("%w: %d processes, all alive, hold entries", ErrTooManyProcesses, holderSlots)
+	return fmt.Errorf("%w: %d processes, all alive, hold entries", ErrTooManyProcesses, holderMax)
 }
 
 // drop counts as lost and done an item that a Get dropped as corrupt;
