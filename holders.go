@@ -1,7 +1,6 @@
 package mp
 
 import (
-	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -9,95 +8,172 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/proc"
+	"github.com/multiproc/mp/internal/shm"
 )
 
 // holders is a table, in a primitive's shared block, of what each process
 // holds of it: a semaphore's permits, a joinable queue's items taken but not
-// yet marked done. When a process dies, whoever notices gives back what it
-// held. Each process finds its own entry once and caches its index.
+// yet marked done, a pipe end's holders. When a process dies, whoever
+// notices gives back what it held. Each process finds its own entry once and
+// caches its index.
+//
+// The table is a chain of blocks of holderBlockSlots entries: the first in
+// the primitive's block, the others allocated from the arena when the
+// entries run out and no process of those recorded is dead, up to
+// holderMax entries in all. A process that finds no entry is told so (see
+// own): holdings are never silently left untracked.
 type holders struct {
-	base unsafe.Pointer // the table: holderSlots entries of holderEntry bytes
+	base unsafe.Pointer // the first block: holdersSize bytes
+	off  shm.Offset     // base's arena offset; 0 for a table that cannot grow
 	mine atomic.Int32   // this process's entry + 1, once claimed; 0 before
+	keep bool           // a new entry keeps its state word (the semaphore's: see ledger)
 
-	mu     sync.Mutex // own's search for an entry
-	fullAt time.Time  // under mu: when own last called its full func
+	mu     sync.Mutex // guards fullAt and extending blocks
+	fullAt time.Time  // when own last called its full func
+	blocks atomic.Pointer[[]hblock] // the chain as far as this process has seen it
 }
 
+// Layout of each block: a header, then the entries.
 const (
-	holderSlots = 64
-	holderEntry = 16 // pid uint32, start32 uint32, held int32, pad
-	holdersSize = holderSlots * holderEntry
-	reclaiming  = math.MaxUint32 // pid of an entry being claimed or emptied
+	holderNext       = 0  // u64: arena offset of the next block, 0 if none
+	holderGrow       = 8  // u64 (first block only): the id of the process extending the chain
+	holderHdr        = 16 // bytes
+	holderEntry      = 16 // id u64 (pid u32, start32 u32), state u64 (held, and the semaphore's seq)
+	holdersSize      = 1024
+	holderBlockSlots = (holdersSize - holderHdr) / holderEntry // 63
+	holderMaxBlocks  = 16
+	holderMax        = holderBlockSlots * holderMaxBlocks // 1008
 )
 
-func (t *holders) entry(i int) (pid, start, held *uint32) {
-	p := unsafe.Add(t.base, uintptr(i*holderEntry))
-	return (*uint32)(p), (*uint32)(unsafe.Add(p, 4)), (*uint32)(unsafe.Add(p, 8))
+// HolderMax is how many live processes one Semaphore, JoinableQueue,
+// exact-maxsize Queue or pipe end can record as holders (see
+// ErrTooManyProcesses).
+const HolderMax = holderMax
+
+// claimMu serialises the search for an entry of this process, so that a
+// process never has two entries in one table.
+var claimMu sync.Mutex
+
+// init points t at the table at byte at of h's block.
+func (t *holders) init(h handle, at uintptr) {
+	t.base = unsafe.Add(h.base, at)
+	t.off = h.off + shm.Offset(at)
 }
 
-// id is entry i's pid and start32 as one word, so that a reclaimer's
-// compare-and-swap cannot take an entry that a new process with the same
-// pid claimed since the reclaimer found the old one dead.
-func (t *holders) id(i int) *uint64 {
-	return (*uint64)(unsafe.Add(t.base, uintptr(i*holderEntry)))
+// hblock is a block of the chain as this process maps it.
+type hblock struct {
+	p   unsafe.Pointer
+	off shm.Offset // 0 for a first block outside the arena
 }
 
-// idPid returns the pid half of an id word, and withPid the word with its
-// pid half replaced: the halves are the fields' memory, whatever the byte
-// order.
-func idPid(w uint64) uint32 { return *(*uint32)(unsafe.Pointer(&w)) }
-
-func withPid(w uint64, pid uint32) uint64 {
-	*(*uint32)(unsafe.Pointer(&w)) = pid
-	return w
+// chain returns the blocks of the chain, at least k+1 of them if the chain
+// has that many.
+func (t *holders) chain(k int) []hblock {
+	if p := t.blocks.Load(); p != nil {
+		bs := *p
+		if k < len(bs) || atomic.LoadUint64((*uint64)(unsafe.Add(bs[len(bs)-1].p, holderNext))) == 0 {
+			return bs // the chain as this process knows it is all of it
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var bs []hblock
+	if p := t.blocks.Load(); p != nil {
+		bs = *p
+	} else {
+		bs = []hblock{{t.base, t.off}}
+	}
+	if t.off != 0 && len(bs) <= k {
+		a, err := treeArena()
+		for err == nil && len(bs) <= k && len(bs) < holderMaxBlocks {
+			next := shm.Offset(atomic.LoadUint64((*uint64)(unsafe.Add(bs[len(bs)-1].p, holderNext))))
+			if next == 0 {
+				break
+			}
+			size, serr := a.BlockSize(next)
+			if serr != nil || size < holdersSize {
+				break // not a block of ours: the chain ends here
+			}
+			bs = append(bs, hblock{unsafe.Pointer(&a.Bytes(next, holdersSize)[0]), next})
+		}
+	}
+	t.blocks.Store(&bs)
+	return bs
 }
 
-func idStart(w uint64) uint32 { return *(*uint32)(unsafe.Add(unsafe.Pointer(&w), 4)) }
+// block returns block k of the chain, or nil if the chain is shorter.
+func (t *holders) block(k int) unsafe.Pointer {
+	if k == 0 {
+		return t.base
+	}
+	if bs := t.chain(k); k < len(bs) {
+		return bs[k].p
+	}
+	return nil
+}
 
-// add adds d to this process's count. If the table is full, this process's
-// holdings are not tracked (and not recovered).
-func (t *holders) add(d int32) {
+// slot returns entry i's two words, or nils if the chain has no entry i.
+func (t *holders) slot(i int) (id, state *uint64) {
+	b := t.block(i / holderBlockSlots)
+	if b == nil {
+		return nil, nil
+	}
+	p := unsafe.Add(b, holderHdr+(i%holderBlockSlots)*holderEntry)
+	return (*uint64)(p), (*uint64)(unsafe.Add(p, 8))
+}
+
+// held returns entry i's count, the first half in memory of its state
+// word, for the tables that keep a plain count (all but the semaphore's).
+func (t *holders) held(i int) *uint32 {
+	_, st := t.slot(i)
+	return (*uint32)(unsafe.Pointer(st))
+}
+
+// each calls f for every entry of the chain as it is now, until f returns
+// false.
+func (t *holders) each(f func(i int, id, state *uint64) bool) {
+	bs := []hblock{{t.base, t.off}}
+	if t.off != 0 {
+		bs = t.chain(holderMaxBlocks)
+	}
+	for k, blk := range bs {
+		b := blk.p
+		for j := 0; j < holderBlockSlots; j++ {
+			p := unsafe.Add(b, holderHdr+j*holderEntry)
+			if !f(k*holderBlockSlots+j, (*uint64)(p), (*uint64)(unsafe.Add(p, 8))) {
+				return
+			}
+		}
+	}
+}
+
+// add adds d to this process's count, making it an entry if it has none.
+// It reports false, and adds nothing, if no entry can be had (see own).
+func (t *holders) add(d int32) bool {
 	i := int(t.mine.Load()) - 1
 	if i < 0 {
-		if i = t.claim(); i < 0 {
-			return
+		if !t.own(nil) {
+			return false
 		}
-		t.mine.Store(int32(i + 1))
+		i = int(t.mine.Load()) - 1
 	}
-	_, _, held := t.entry(i)
-	atomic.AddUint32(held, uint32(d))
+	atomic.AddUint32(t.held(i), uint32(d))
+	return true
 }
 
-// claim finds or makes this process's entry.
-func (t *holders) claim() int { return t.claimFor(self64()) }
-
 // own makes sure this process has an entry, so that what it adds is
-// tracked, and reports whether it has. When the table is full it calls
+// tracked, and reports whether it has. When every entry is taken it calls
 // full, if not nil, which is to empty the entries of dead processes
-// (giving back what they held, as the table's owner does), and tries
-// again. With holderSlots live processes that frees nothing and costs a
-// look at each, so full is called at most once per ownerPoll per handle.
+// (giving back what they held, as the table's owner does), then frees the
+// entries of dead processes that hold nothing, then extends the chain; it
+// fails only with holderMax live processes recorded. full is called at
+// most once per ownerPoll per handle: with every recorded process alive it
+// frees nothing and costs a look at each.
 func (t *holders) own(full func()) bool {
 	if t.mine.Load() > 0 {
 		return true
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.mine.Load() > 0 {
-		return true // another goroutine's call made it
-	}
-	i := t.claim()
-	if now := time.Now(); i < 0 && full != nil && now.Sub(t.fullAt) >= ownerPoll {
-		t.fullAt = now
-		full()
-		i = t.claim()
-		// Entries another process is emptying at this moment are free
-		// a few instructions later.
-		for tries := 0; i < 0 && tries < 100 && t.emptying(); tries++ {
-			runtime.Gosched()
-			i = t.claim()
-		}
-	}
+	i := t.claimFor(self64(), !t.keep, full)
 	if i < 0 {
 		return false
 	}
@@ -105,91 +181,206 @@ func (t *holders) own(full func()) bool {
 	return true
 }
 
+// claimFor finds or makes the entry of process id (pid | start32<<32), and
+// returns its index, or -1 if the table is full of live processes. With
+// reset, a new entry's count is zeroed (see reclaim); the semaphore's
+// entries are always free with a zero count and keep their sequence.
+func (t *holders) claimFor(id uint64, reset bool, full func()) int {
+	claimMu.Lock()
+	defer claimMu.Unlock()
+	if i := t.find(id); i >= 0 {
+		return i
+	}
+	for attempt := 0; ; attempt++ {
+		if i := t.claimFree(id, reset); i >= 0 {
+			return i
+		}
+		switch attempt {
+		case 0:
+			t.mu.Lock()
+			due := full != nil && time.Since(t.fullAt) >= ownerPoll
+			if due {
+				t.fullAt = time.Now()
+			}
+			t.mu.Unlock()
+			if due {
+				full()
+			}
+		case 1:
+			t.freeDead()
+		case 2:
+			if !t.grow() {
+				return -1
+			}
+		default:
+			if attempt > 2+holderMaxBlocks {
+				return -1
+			}
+			if !t.grow() {
+				return -1
+			}
+		}
+	}
+}
+
+// find returns the index of id's entry, or -1.
+func (t *holders) find(id uint64) int {
+	found := -1
+	t.each(func(i int, w, _ *uint64) bool {
+		if atomic.LoadUint64(w) == id {
+			found = i
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+// claimFree takes a free entry for id in one compare-and-swap, and returns
+// its index, or -1 if there is none.
+func (t *holders) claimFree(id uint64, reset bool) int {
+	found := -1
+	t.each(func(i int, w, st *uint64) bool {
+		if atomic.LoadUint64(w) == 0 && atomic.CompareAndSwapUint64(w, 0, id) {
+			if reset {
+				// A process killed before this store leaves an entry
+				// of its own with a count of zero or below (see
+				// reclaim), which the next reclaim frees.
+				atomic.StoreUint32((*uint32)(unsafe.Pointer(st)), 0)
+			}
+			found = i
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+// freeDead frees the entries of dead processes that hold nothing.
+func (t *holders) freeDead() {
+	t.each(func(_ int, w, st *uint64) bool {
+		id := atomic.LoadUint64(w)
+		if id != 0 && int32(atomic.LoadUint32((*uint32)(unsafe.Pointer(st)))) <= 0 && !idAlive(id) {
+			atomic.CompareAndSwapUint64(w, id, 0)
+		}
+		return true
+	})
+}
+
+// grow adds a block to the chain, unless another process just did, and
+// reports whether the chain may now have a free entry.
+func (t *holders) grow() bool {
+	if t.off == 0 {
+		return false
+	}
+	a, err := treeArena()
+	if err != nil {
+		return false
+	}
+	lock := (*uint64)(unsafe.Add(t.base, holderGrow))
+	me := self64()
+	for tries := 0; ; tries++ {
+		o := atomic.LoadUint64(lock)
+		if o == 0 && atomic.CompareAndSwapUint64(lock, 0, me) {
+			break
+		}
+		if o != 0 && o != me && !idAlive(o) && atomic.CompareAndSwapUint64(lock, o, me) {
+			break // its holder died extending the chain, which AllocTo makes all or nothing
+		}
+		if tries > 1000 {
+			return true // another process is extending it: look again
+		}
+		runtime.Gosched()
+	}
+	defer atomic.StoreUint64(lock, 0)
+	bs := t.chain(holderMaxBlocks)
+	last := bs[len(bs)-1]
+	if atomic.LoadUint64((*uint64)(unsafe.Add(last.p, holderNext))) != 0 {
+		return true // extended since chain looked
+	}
+	if len(bs) >= holderMaxBlocks {
+		return false
+	}
+	// Recorded in the chain in the same step as it is allocated: a
+	// process killed here leaks nothing.
+	if _, err := a.AllocTo(holdersSize, last.off+holderNext); err != nil {
+		return false
+	}
+	return true
+}
+
+// release frees the blocks the chain grew, for the owner's free: only
+// when no process uses the primitive any more.
+func (t *holders) release(a *shm.Arena) {
+	bs := t.chain(holderMaxBlocks)
+	// The last link first, so that a process killed half way leaves a
+	// shorter chain, never a dangling one.
+	for i := len(bs) - 1; i > 0; i-- {
+		if a.FreeFrom(bs[i-1].off+holderNext) != nil {
+			break
+		}
+	}
+	t.blocks.Store(nil)
+}
+
 // adjust adds d to this process's count if it has an entry (see own);
 // unlike add, it never makes one, so that a process untracked when it
 // began something is not tracked for only half of it.
 func (t *holders) adjust(d int32) {
 	if i := int(t.mine.Load()) - 1; i >= 0 {
-		_, _, held := t.entry(i)
-		atomic.AddUint32(held, uint32(d))
+		atomic.AddUint32(t.held(i), uint32(d))
 	}
 }
 
-// emptying reports whether an entry is being claimed or emptied.
-func (t *holders) emptying() bool {
-	for i := 0; i < holderSlots; i++ {
-		if pid, _, _ := t.entry(i); atomic.LoadUint32(pid) == reclaiming {
-			return true
-		}
-	}
-	return false
-}
-
-// claimFor finds or makes the entry of process id (pid | start32<<32).
-func (t *holders) claimFor(id uint64) int {
-	pid32, start32 := uint32(id), uint32(id>>32)
-	for i := 0; i < holderSlots; i++ {
-		pid, start, _ := t.entry(i)
-		if atomic.LoadUint32(pid) == pid32 && atomic.LoadUint32(start) == start32 {
-			return i
-		}
-	}
-	for i := 0; i < holderSlots; i++ {
-		pid, start, held := t.entry(i)
-		if atomic.CompareAndSwapUint32(pid, 0, reclaiming) {
-			atomic.StoreUint32(held, 0)
-			atomic.StoreUint32(start, start32)
-			atomic.StoreUint32(pid, pid32)
-			return i
-		}
-	}
-	return -1
+// idAlive reports whether the process id (pid | start32<<32) is alive.
+func idAlive(id uint64) bool {
+	return proc.AliveStart32(int(uint32(id)), uint32(id>>32))
 }
 
 // reclaim empties the entries of dead processes and returns the sum of
 // what they held (only positive holdings count: a process that gave back
 // more than it took owes nothing). Processes may reclaim at once: each
-// dead entry's holdings are returned by exactly one of them.
+// dead entry's holdings are returned by exactly one of them, the one whose
+// swap took them.
 func (t *holders) reclaim() int {
 	total := 0
-	for i := 0; i < holderSlots; i++ {
-		pid, _, held := t.entry(i)
-		w := atomic.LoadUint64(t.id(i))
-		p := idPid(w)
-		if p == 0 || p == reclaiming || proc.AliveStart32(int(p), idStart(w)) {
-			continue
+	t.each(func(_ int, w, st *uint64) bool {
+		id := atomic.LoadUint64(w)
+		if id == 0 || idAlive(id) {
+			return true
 		}
-		if !atomic.CompareAndSwapUint64(t.id(i), w, withPid(w, reclaiming)) {
-			continue
-		}
-		if h := int32(atomic.SwapUint32(held, 0)); h > 0 {
+		if h := int32(atomic.SwapUint32((*uint32)(unsafe.Pointer(st)), 0)); h > 0 {
 			total += int(h)
 		}
-		atomic.StoreUint32(pid, 0)
-	}
+		atomic.CompareAndSwapUint64(w, id, 0)
+		return true
+	})
 	return total
 }
 
 // addFor adds d to the count of the process id (pid | start32<<32),
-// making it an entry if it has none.
-func (t *holders) addFor(id uint64, d int32) {
-	if i := t.claimFor(id); i >= 0 {
-		_, _, held := t.entry(i)
-		atomic.AddUint32(held, uint32(d))
+// making it an entry if it has none. It reports false, adding nothing, if
+// the table is full of live processes.
+func (t *holders) addFor(id uint64, d int32) bool {
+	i := t.claimFor(id, true, nil)
+	if i < 0 {
+		return false
 	}
+	atomic.AddUint32(t.held(i), uint32(d))
+	return true
 }
 
 // total returns the sum of the positive counts of the table's entries,
 // dead processes included (reclaim removes those).
 func (t *holders) total() int {
 	n := 0
-	for i := 0; i < holderSlots; i++ {
-		pid, _, held := t.entry(i)
-		if p := atomic.LoadUint32(pid); p != 0 && p != reclaiming {
-			if h := int32(atomic.LoadUint32(held)); h > 0 {
+	t.each(func(_ int, w, st *uint64) bool {
+		if atomic.LoadUint64(w) != 0 {
+			if h := int32(atomic.LoadUint32((*uint32)(unsafe.Pointer(st)))); h > 0 {
 				n += int(h)
 			}
 		}
-	}
+		return true
+	})
 	return n
 }

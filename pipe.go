@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/multiproc/mp/internal/codec"
 	"github.com/multiproc/mp/internal/refs"
@@ -43,7 +42,9 @@ const PipeSize = 1024
 // room.
 //
 // A Conn may be used by several goroutines at once (messages are then
-// shared out among the receivers). Up to 64 processes may hold each end.
+// shared out among the receivers). Up to HolderMax live processes may hold
+// each end; a further process's decoding of an end fails with an error
+// wrapping ErrTooManyProcesses.
 type Conn struct {
 	h          handle
 	end        int
@@ -119,8 +120,9 @@ func (c *Conn) open(h handle, end int) error {
 		return err
 	}
 	c.h, c.end = h, end
-	c.mine = &holders{base: unsafe.Add(h.base, pHolders+end*holdersSize)}
-	c.peer = &holders{base: unsafe.Add(h.base, pHolders+(1-end)*holdersSize)}
+	c.mine, c.peer = new(holders), new(holders)
+	c.mine.init(h, pHolders+uintptr(end)*holdersSize)
+	c.peer.init(h, pHolders+uintptr(1-end)*holdersSize)
 	open := func(off uint64) (*ring.Ring, error) {
 		if off == 0 {
 			return nil, nil
@@ -391,7 +393,9 @@ func (c *Conn) UnmarshalBinary(data []byte) error {
 		// as a holder already (see handOver).
 		return nil
 	}
-	c.mine.add(1)
+	if !c.mine.add(1) {
+		return fmt.Errorf("%w: %d live processes hold the pipe's end already", ErrTooManyProcesses, holderMax)
+	}
 	if creator := atomic.LoadUint64(h.u64(pCreator)); creator != self64() &&
 		atomic.CompareAndSwapUint32(c.implicit(), 1, 0) {
 		// The creator handed this end on without using it: its claim
@@ -406,7 +410,9 @@ func (c *Conn) UnmarshalBinary(data []byte) error {
 // the child's decoding of the end then adds nothing. A claim of this
 // process that was only the creator's implicit one passes to the child.
 func (c *Conn) handOver(child uint64) {
-	c.mine.addFor(child, 1)
+	if !c.mine.addFor(child, 1) {
+		return // the table is full: the child's decoding then fails (see UnmarshalBinary)
+	}
 	atomic.StoreUint64(c.heir(), child)
 	if c.origin && !c.claimed.Load() &&
 		atomic.CompareAndSwapUint32(c.implicit(), 1, 0) {

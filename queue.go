@@ -39,11 +39,12 @@ var (
 	// corrupt: Join does not wait for those forever, but reports how many
 	// there were.
 	ErrTasksLost = errors.New("mp: tasks lost with a dead process")
-	// ErrTooManyProcesses is returned by the puts and gets of a
-	// JoinableQueue in a process beyond the holderSlots (64) live
-	// processes whose items the queue can track: were that process to die
-	// holding items, Join could not tell. Nothing is put or taken. An
-	// entry is freed when its process has ended.
+	// ErrTooManyProcesses is returned, by the Acquire of a Semaphore, the
+	// puts and gets of a JoinableQueue, and the decoding of a pipe's end,
+	// in a process beyond the HolderMax live processes that the object can
+	// record as holders: were that process to die holding something, it
+	// could not be given back. Nothing is taken, put or held. An entry is
+	// freed when its process has ended.
 	ErrTooManyProcesses = errors.New("mp: too many live processes use the joinable queue")
 	// ErrTaskDone is returned by TaskDone called more times than items were
 	// put (Python's ValueError).
@@ -70,7 +71,7 @@ const DefaultQueueSize = 1 << 15
 // forever on either. Nor does either take capacity with it, with one
 // limit: a queue whose maxsize is 1 or not a power of two counts its
 // items itself, and records per process the slots reserved by Puts in
-// progress, for up to holderSlots (64) live processes; a further process
+// progress, for up to HolderMax live processes; a further process
 // killed in the middle of a Put may cost the queue a slot. (A process
 // killed at one of the few instructions between two of these records may
 // instead let the queue take an item beyond maxsize, until it next
@@ -170,13 +171,13 @@ func openQueue[T any](h handle) (*Queue[T], error) {
 		// The ring's capacity is a power of two; Python's maxsize is exact.
 		e := &exactCount{max: uint32(q.max), count: h.u32(qCount), slots: h.u32(qSlots),
 			ringLost: h.u32(qSlotLost), r: r}
-		e.reserved.base = unsafe.Add(h.base, qReserved)
+		e.reserved.init(h, qReserved)
 		e.reclaimFunc = func() { e.reclaim() }
 		q.exact = e
 	}
 	if atomic.LoadUint32(h.u32(qFlags))&qJoinable != 0 {
 		j := &joinState{unfinished: h.u32(qUnfinished), lost: h.u32(qLost), ringLost: h.u32(qRingLost), r: r}
-		j.holders.base = unsafe.Add(h.base, qHolders)
+		j.holders.init(h, qHolders)
 		j.reclaimFunc = func() { j.reclaimLost() }
 		q.join = j
 	}

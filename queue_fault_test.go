@@ -721,43 +721,37 @@ func TestJoinableQueueManyProcesses(t *testing.T) {
 	}
 }
 
-// TestJoinableQueueTooManyProcesses: with as many live processes holding
-// entries as a JoinableQueue has, one more can neither take nor put, so
-// that Join never has to wait on a process it cannot see die; once they
-// have ended, a new process can.
-func TestJoinableQueueTooManyProcesses(t *testing.T) {
-	const entries = 64 // the parent's and 63 children's
+// TestJoinableQueueManyLiveHolders: a JoinableQueue records the items of more
+// processes than one block of its holder table has entries (the table
+// used to stop at 64): 80 consumers killed holding an item each are all
+// counted as lost, and Join returns instead of waiting for them.
+func TestJoinableQueueManyLiveHolders(t *testing.T) {
+	const children = 80
 	jq := mp.Must(mp.NewJoinableQueue[int](0))
 	took := mp.Must(mp.NewSemaphore(0))
-	release := mp.Must(mp.NewEvent())
 	ctx, cancel := faultCtx()
 	defer cancel()
-	for i := range entries {
+	for i := range children + 1 {
 		if err := jq.Put(ctx, i); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var holders []*mp.Process
-	for range entries - 1 {
-		holders = append(holders, startFault(t, takeOne, jq, false, took, release))
+	for range children {
+		holders = append(holders, startFault(t, takeOne, jq, true, took, (*mp.Event)(nil)))
 	}
-	awaitStarted(t, ctx, took, entries-1)
-	if err := join(t, startFault(t, refusedOne, jq)); err != nil {
-		t.Fatalf("a process beyond %d: %v", entries, err)
-	}
-	if n := jq.Len(); n != 1 {
-		t.Fatalf("Len = %d after the refused process, want 1", n)
-	}
-	release.Set()
+	awaitStarted(t, ctx, took, children)
 	for _, p := range holders {
-		if err := join(t, p); err != nil {
-			t.Fatal(err)
-		}
+		killFault(t, p)
 	}
-	if err := join(t, startFault(t, takeOne, jq, false, took, (*mp.Event)(nil))); err != nil {
-		t.Fatalf("a process after the others ended: %v", err)
+	if _, err := jq.Get(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if err := jq.Join(ctx); err != nil {
-		t.Fatalf("Join = %v", err)
+	if err := jq.TaskDone(); err != nil {
+		t.Fatal(err)
+	}
+	err := jq.Join(ctx)
+	if !errors.Is(err, mp.ErrTasksLost) || !strings.HasSuffix(err.Error(), fmt.Sprintf(": %d items", children)) {
+		t.Fatalf("Join = %v, want ErrTasksLost for the %d items of the killed children", err, children)
 	}
 }

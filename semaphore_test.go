@@ -237,3 +237,55 @@ func TestEventAcrossProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// takePermit takes one permit of s and returns, keeping it.
+func takePermit(s *mp.Semaphore) error { return s.Acquire(context.Background()) }
+
+func init() { mp.Register(takePermit) }
+
+// TestSemaphoreReleasedByAnotherProcess: a permit one process took and
+// another returned is not recovered again when the first exits: a
+// Semaphore(1) then still admits one holder, not two.
+func TestSemaphoreReleasedByAnotherProcess(t *testing.T) {
+	s := mp.Must(mp.NewSemaphore(1))
+	p := mp.NewProcess(takePermit, s)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := join(t, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(); err != nil { // the child's permit, returned here
+		t.Fatal(err)
+	}
+	if err := s.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// A waiter looks for dead holders every 50 ms: in 300 ms it would
+	// have "recovered" the exited child's permit several times over.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := s.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second holder of a Semaphore(1): Acquire = %v", err)
+	}
+	// And a release by a process that holds nothing when nobody holds
+	// anything is a signal: a Semaphore(0) released for another to take.
+	sig := mp.Must(mp.NewSemaphore(0))
+	q := mp.NewProcess(releaseOnce, sig)
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := join(t, q); err != nil {
+		t.Fatal(err)
+	}
+	if err := sig.Acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sig.Value() != 0 {
+		t.Fatalf("Value %d after one signal was taken", sig.Value())
+	}
+}
+
+func releaseOnce(s *mp.Semaphore) error { return s.Release() }
+
+func init() { mp.Register(releaseOnce) }
