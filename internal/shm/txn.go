@@ -28,7 +28,9 @@ var ErrTxnTooBig = fmt.Errorf("shm: transaction of more than %d stores", TxnMaxS
 // are rolled back and the error (or panic) is passed on. f must not call
 // other methods of the Arena: the lock is not reentrant.
 func (a *Arena) Update(f func(t *Txn) error) (err error) {
-	a.lock()
+	if err := a.lock(); err != nil {
+		return err
+	}
 	t := &Txn{a: a, limit: TxnMaxStores}
 	done := false
 	defer func() {
@@ -43,7 +45,9 @@ func (a *Arena) Update(f func(t *Txn) error) (err error) {
 		err = ErrTxnTooBig
 	}
 	if err != nil {
-		a.rollback()
+		if rerr := a.rollback(); rerr != nil {
+			err = rerr
+		}
 	} else {
 		a.commit()
 	}
