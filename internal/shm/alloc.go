@@ -41,7 +41,7 @@ func (a *Arena) AllocToContext(ctx context.Context, n int, dst Offset) (Offset, 
 // false. Processes racing to add the same block to a structure in the arena
 // (a segment to a chain, say) thereby add exactly one.
 func (a *Arena) AllocToEmpty(n int, dst Offset) (Offset, bool, error) {
-	if dst == 0 || dst%8 != 0 || !a.Contains(dst, 8) {
+	if dst == 0 || dst%8 != 0 || !a.Contains(dst, 8) && dst != hdrRoot {
 		return 0, false, fmt.Errorf("shm: AllocToEmpty: bad destination %#x", uint64(dst))
 	}
 	off, err := a.allocIf(nil, n, dst, true)
