@@ -388,9 +388,6 @@ func (t *Table) Detach(id ID, last func()) {
 	dying := false
 	t.a.Update(func(x *shm.Txn) error {
 		dying = drop(x, t.root, e, id, t.self)
-		return nil
-	})
-	t.a.Update(func(x *shm.Txn) error {
 		t.ledgerRemove(x, h.pos)
 		return nil
 	})
