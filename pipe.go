@@ -158,7 +158,7 @@ func (c *Conn) Send(v any) error {
 	defer bufs.Put(bp)
 	msg := (*bp)[:0]
 	var lent []refs.ID
-	if lends(reflect.TypeOf(v)) {
+	if lendsValue(v) {
 		var err error
 		if msg, lent, err = lend(msg, v); err != nil {
 			return fmt.Errorf("mp: Send: %w", err)

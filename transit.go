@@ -40,6 +40,17 @@ func lends(t reflect.Type) bool {
 	return v
 }
 
+// lendsValue is lends for the dynamic type of v, without a look-up for the
+// common types that hold no primitive.
+func lendsValue(v any) bool {
+	switch v.(type) {
+	case nil, []byte, string, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
+		float32, float64, []int, []string, []float64, map[string]int, map[string]string:
+		return false
+	}
+	return lends(reflect.TypeOf(v))
+}
+
 var (
 	lendTypes     sync.Map // reflect.Type -> bool
 	primitiveType = reflect.TypeFor[primitive]()
@@ -151,7 +162,7 @@ func returnDrained(t *refs.Table, src shm.Offset) {
 // pointers and interfaces.
 func primitivesIn(v any) []*handle {
 	var out []*handle
-	seen := map[uintptr]bool{}
+	var seen map[uintptr]bool // made on the first pointer: most items have none
 	var walk func(v reflect.Value, depth int)
 	walk = func(v reflect.Value, depth int) {
 		if !v.IsValid() || depth > 64 {
@@ -170,6 +181,9 @@ func primitivesIn(v any) []*handle {
 			if v.IsNil() || seen[v.Pointer()] {
 				return
 			}
+			if seen == nil {
+				seen = map[uintptr]bool{}
+			}
 			seen[v.Pointer()] = true
 			if p, ok := v.Interface().(primitive); ok {
 				if h := p.handleOf(); h.ref != nil {
@@ -181,6 +195,9 @@ func primitivesIn(v any) []*handle {
 		case reflect.Interface:
 			walk(v.Elem(), depth+1)
 		case reflect.Struct:
+			if !lends(v.Type()) {
+				return
+			}
 			for i := range v.NumField() {
 				if v.Type().Field(i).IsExported() {
 					walk(v.Field(i), depth+1)
