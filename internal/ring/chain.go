@@ -370,8 +370,10 @@ func (r *Ring) advance(s *seg) (*seg, error) {
 	case err != nil && !errors.Is(err, errNotReady):
 		return nil, err
 	}
-	if atomic.LoadUint32(s.chainClosed) != 0 {
+	if cl := atomic.LoadUint32(s.chainClosed); cl == 1 {
 		return nil, ErrClosed
+	} else if cl != 0 {
+		return nil, fmt.Errorf("%w: ring closed word %#x", ErrCorrupt, cl)
 	}
 	if err == nil && s.Closed() {
 		// Sealed without a next segment: only Close does that, and it
@@ -471,6 +473,12 @@ func (r *Ring) TryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 		case nerr != nil:
 			return nil, nerr
 		case n == nil:
+			// Only Close seals the last segment, and it marks the ring
+			// closed first.
+			if cl := atomic.LoadUint32(s.chainClosed); cl != 1 || atomic.LoadUint32(s.closed) != 1 {
+				return nil, fmt.Errorf("%w: segment %#x sealed (%#x), ring closed %#x", ErrCorrupt, uint64(s.off),
+					atomic.LoadUint32(s.closed), cl)
+			}
 			return nil, ErrClosed
 		}
 		r.get.CompareAndSwap(s, n)

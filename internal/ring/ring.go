@@ -427,6 +427,11 @@ func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 			return s, 0, 0, err
 		case d >= 0:
 			// Claimed at pos already (or tail is stale): move tail on.
+			// A cell claimed at pos has seq pos or pos+1; one more than a
+			// lap on only if tail has moved on since it was read.
+			if uint32(d)&uint32(r.mask) > 1 || (d > int32(r.capacity) && atomic.LoadUint64(r.tail) == pos) {
+				return done, 0, 0, r.corrupt("put", pos, st)
+			}
 			atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
 			pos = atomic.LoadUint64(r.tail)
 		default:
@@ -440,8 +445,21 @@ func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 			if atomic.LoadUint32(r.closed) != 0 {
 				return closed, 0, 0, nil
 			}
+			// The previous lap's cell is being written (seq pos-capacity,
+			// owned) or read, or holds a message (pos-capacity+1);
+			// anything else is not a state the ring can be in.
+			c32 := int32(r.capacity)
+			if !(d == -c32+1 || (d == -c32 && owner != 0)) {
+				return done, 0, 0, r.corrupt("put", pos, st)
+			}
 			if owner != 0 {
 				return busy, pos, st, nil
+			}
+			// A message of the previous lap: head cannot be past it.
+			if h := atomic.LoadUint64(r.head); int64(h-(pos-r.capacity)) > 0 && atomic.LoadUint64(&c.state) == st &&
+				atomic.LoadUint64(r.tail) == pos {
+				return done, 0, 0, fmt.Errorf("%w: head %d is past the message at %d of a ring of %d cells",
+					ErrCorrupt, h, pos-r.capacity, r.capacity)
 			}
 			return full, 0, 0, nil
 		}
@@ -514,7 +532,12 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 			}
 			return msg, done, 0, 0, err
 		case d >= 0:
-			// Claimed by another consumer already (or head is stale).
+			// Claimed by another consumer already (or head is stale). A
+			// cell of position pos has seq pos or pos+1; one a lap on
+			// only if head has moved on since it was read.
+			if (uint32(d)+1)&uint32(r.mask) > 1 || (d >= int32(r.capacity) && atomic.LoadUint64(r.head) == pos) {
+				return nil, done, 0, 0, r.corrupt("get", pos, st)
+			}
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
 			pos = atomic.LoadUint64(r.head)
 		default:
@@ -522,6 +545,12 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 			if h != pos {
 				pos = h
 				continue
+			}
+			// The cell at head is free or being written (d == -1), or
+			// its previous lap is still being read (d == -capacity,
+			// owned); anything else is not a state the ring can be in.
+			if d != -1 && !(d == -int32(r.capacity) && owner != 0) {
+				return nil, done, 0, 0, r.corrupt("get", pos, st)
 			}
 			if owner != 0 {
 				// d == -1: being written; d < -1: the previous lap is
@@ -531,12 +560,25 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 				}
 				return nil, busy, pos, st, nil
 			}
+			// Free: tail moves past pos only once its cell is claimed,
+			// and a claimed cell is never free for the same lap again.
+			if t := atomic.LoadUint64(r.tail); int64(t-pos) > 0 && atomic.LoadUint64(&c.state) == st &&
+				atomic.LoadUint64(r.head) == pos {
+				return nil, done, 0, 0, fmt.Errorf("%w: tail %d is past the free cell at head %d", ErrCorrupt, t, pos)
+			}
 			if isClosed {
 				return nil, closed, 0, 0, nil
 			}
 			return nil, full, 0, 0, nil
 		}
 	}
+}
+
+// corrupt returns the error of a cell at position pos whose state st is
+// not one the ring can be in.
+func (r *seg) corrupt(op string, pos, st uint64) error {
+	return fmt.Errorf("%w: %s at position %d (head %d, tail %d) found cell state %#x in a ring of %d cells",
+		ErrCorrupt, op, pos, atomic.LoadUint64(r.head), atomic.LoadUint64(r.tail), st, r.capacity)
 }
 
 func (r *seg) wakePutter() {
