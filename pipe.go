@@ -16,6 +16,13 @@ import (
 
 // PipeSize is how many messages a pipe holds in each direction before Send
 // blocks.
+//
+// A pipe takes shared memory as it fills: an idle duplex pipe takes 12 KiB
+// of the arena (8 KiB for a one-way pipe), about 7 KiB of it touched, and
+// each direction's buffer grows by doubling as messages queue up, to at
+// most 256 KiB when PipeSize messages are queued at once (plus, for
+// messages whose encoding exceeds 96 bytes, a block for each message
+// queued). It keeps what it took until it is destroyed.
 const PipeSize = 1024
 
 // Conn is one end of a pipe made by Pipe: Python's multiprocessing
@@ -78,14 +85,14 @@ func Pipe(duplex bool) (*Conn, *Conn, error) {
 		return nil, nil, err
 	}
 	a, _ := treeArena()
-	r0, err := ring.New(a, PipeSize)
+	r0, err := ring.NewGrowing(a, PipeSize, ring.DefaultInline)
 	if err != nil {
 		a.Free(h.off)
 		return nil, nil, fmt.Errorf("mp: Pipe: %w", err)
 	}
 	atomic.StoreUint64(h.u64(pRecv0), uint64(r0))
 	if duplex {
-		r1, err := ring.New(a, PipeSize)
+		r1, err := ring.NewGrowing(a, PipeSize, ring.DefaultInline)
 		if err != nil {
 			a.Free(r0)
 			a.Free(h.off)

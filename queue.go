@@ -54,9 +54,9 @@ var (
 // MaxMessage is the largest encoded item a queue carries.
 const MaxMessage = ring.MaxMessage
 
-// DefaultQueueSize is the capacity of a queue made with maxsize <= 0.
-// Python's unbounded queues are bounded by memory; ours by this many items,
-// which live in shared memory.
+// DefaultQueueSize is a maxsize for queues meant to be large but bounded.
+// A queue made with maxsize <= 0 is unbounded, as in Python: bounded only
+// by the space of the shared-memory arena.
 const DefaultQueueSize = 1 << 15
 
 // Queue is a first-in, first-out queue of values of type T shared by every
@@ -76,6 +76,16 @@ const DefaultQueueSize = 1 << 15
 // killed at one of the few instructions between two of these records may
 // instead let the queue take an item beyond maxsize, until it next
 // empties.)
+//
+// Memory: a queue takes shared memory as it fills, and keeps what it took
+// until it is destroyed. An idle unbounded queue (maxsize <= 0) takes 8
+// KiB of the arena, about 2.5 KiB of it touched; as items are put, its
+// ring grows by doubling, at about 128 bytes per item of the most it
+// ever held at once (256 bytes in the worst case), plus, for items whose
+// encoding exceeds 96 bytes, a block for each item queued. A bounded queue
+// (maxsize > 0) takes its ring for maxsize items at once: about 128 bytes
+// per item of maxsize rounded up to a power of two, plus 4 KiB, touched
+// as it is used.
 //
 // Blocked Puts and Gets park their goroutines without holding OS threads.
 // A Queue may be passed to child processes as an argument, inside a struct,
@@ -118,7 +128,8 @@ const (
 )
 
 // NewQueue returns an empty queue holding at most maxsize items; maxsize
-// <= 0 means DefaultQueueSize.
+// <= 0 means no limit but the arena's space (a Put then fails with an
+// error wrapping ErrNoSpace when the queue cannot grow).
 func NewQueue[T any](maxsize int) (*Queue[T], error) {
 	return newQueue[T](maxsize, 0)
 }
@@ -132,11 +143,12 @@ func newQueue[T any](maxsize int, flags uint32) (*Queue[T], error) {
 		return nil, err
 	}
 	a, _ := treeArena()
-	capacity := maxsize
-	if capacity <= 0 {
-		capacity = DefaultQueueSize
+	off := shmOffset(0)
+	if maxsize <= 0 {
+		off, err = ring.NewGrowing(a, 0, ring.DefaultInline)
+	} else {
+		off, err = ring.New(a, maxsize)
 	}
-	off, err := ring.New(a, capacity)
 	if err != nil {
 		a.Free(h.off)
 		return nil, fmt.Errorf("mp: NewQueue: %w", err)
@@ -678,11 +690,7 @@ func (q *Queue[T]) Empty() bool { return q.Len() == 0 }
 // Full reports whether the queue holds maxsize items: a snapshot.
 func (q *Queue[T]) Full() bool {
 	q.check()
-	limit := q.max
-	if limit == 0 {
-		limit = q.r.Cap()
-	}
-	return q.Len() >= limit
+	return q.max > 0 && q.Len() >= q.max
 }
 
 // Close closes the queue for every process: further puts fail with

@@ -46,39 +46,45 @@ func DestroyFrom(a *shm.Arena, src shm.Offset) error {
 }
 
 func destroy(a *shm.Arena, off, src shm.Offset) error {
-	size, err := a.BlockSize(off)
+	mem, err := ringBlock(a, off)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRing, err)
 	}
-	if size < hdrSize {
-		return fmt.Errorf("%w: block of %d bytes at %#x", ErrBadRing, size, uint64(off))
-	}
-	mem := a.Bytes(off, size)
 	var bad int
 	switch m := atomic.LoadUint64(u64At(mem, hdrMagic)); m {
 	case magic:
-		c := uint64(atomic.LoadUint32(u32At(mem, hdrCap)))
-		cellSize := uint64(atomic.LoadUint32(u32At(mem, hdrCellSize)))
-		if !validGeometry(c, cellSize, size) {
-			return fmt.Errorf("%w: corrupt header at %#x (capacity %d, cell size %d, block %d bytes)",
-				ErrBadRing, uint64(off), c, cellSize, size)
+		if _, _, err := segGeometry(mem); err != nil {
+			return fmt.Errorf("%w: at %#x: %v", ErrBadRing, uint64(off), err)
 		}
-		for i := range c {
-			base := hdrSize + i*cellSize
-			for _, w := range [2]uint64{base + 16, base + 24} { // ool, spare
-				if atomic.LoadUint64(u64At(mem, w)) == 0 {
-					continue
-				}
-				hook(hookDestroy)
-				if err := a.FreeFrom(off + shm.Offset(w)); err != nil {
-					if !errors.Is(err, shm.ErrBadOffset) {
-						return fmt.Errorf("ring: destroy: %w", err)
-					}
-					// Not a block: forget it (nothing to free twice).
-					atomic.StoreUint64(u64At(mem, w), 0)
-					bad++
-				}
+		// Free the segments after the first, last first, each with
+		// FreeFrom on the link to it: a killed Destroy leaves a chain
+		// whose last segment is the one it was freeing.
+		for {
+			link, last, lastMem, err := lastSegment(a, off, mem)
+			if err != nil {
+				return err
 			}
+			if link == 0 {
+				break
+			}
+			if lastMem == nil {
+				// Not a live block: a corrupt link, forgotten.
+				atomic.StoreUint64(a.Uint64(link), 0)
+				bad++
+				continue
+			}
+			n, err := freeOwned(a, last, lastMem)
+			if bad += n; err != nil {
+				return err
+			}
+			hook(hookDestroy)
+			if err := a.FreeFrom(link); err != nil {
+				return fmt.Errorf("ring: destroy: %w", err)
+			}
+		}
+		n, err := freeOwned(a, off, mem)
+		if bad += n; err != nil {
+			return err
 		}
 	case 0:
 		// A live block with a zero magic is a ring whose Destroy was
@@ -101,6 +107,93 @@ func destroy(a *shm.Arena, off, src shm.Offset) error {
 		return fmt.Errorf("%w: the ring at %#x recorded %d blocks that were not arena blocks", ErrCorrupt, uint64(off), bad)
 	}
 	return nil
+}
+
+// ringBlock returns the block at off, which must be live and big enough
+// for a segment header.
+func ringBlock(a *shm.Arena, off shm.Offset) ([]byte, error) {
+	size, err := a.BlockSize(off)
+	if err != nil {
+		return nil, err
+	}
+	if size < hdrSize {
+		return nil, fmt.Errorf("block of %d bytes at %#x", size, uint64(off))
+	}
+	return a.Bytes(off, size), nil
+}
+
+// segGeometry returns the capacity and cell size a segment's header
+// records, checked against its block.
+func segGeometry(mem []byte) (c, cellSize uint64, err error) {
+	c = uint64(atomic.LoadUint32(u32At(mem, hdrCap)))
+	cellSize = uint64(atomic.LoadUint32(u32At(mem, hdrCellSize)))
+	if !validGeometry(c, cellSize, len(mem)) {
+		return 0, 0, fmt.Errorf("corrupt header (capacity %d, cell size %d, block %d bytes)", c, cellSize, len(mem))
+	}
+	return c, cellSize, nil
+}
+
+// lastSegment follows the links from the first segment, at off, to the
+// last, and returns the offset of the word that links to it (0 if the
+// first is the last), its offset, and its block: nil if the link is not a
+// live block.
+func lastSegment(a *shm.Arena, off shm.Offset, mem []byte) (link, last shm.Offset, lastMem []byte, err error) {
+	last = off
+	for i := 0; ; i++ {
+		if i == maxSegments {
+			return 0, 0, nil, fmt.Errorf("%w: more than %d segments at %#x", ErrCorrupt, maxSegments, uint64(off))
+		}
+		next := shm.Offset(atomic.LoadUint64(u64At(mem, hdrNext)))
+		if next == 0 {
+			return link, last, mem, nil
+		}
+		link = last + hdrNext
+		nmem, err := ringBlock(a, next)
+		if err != nil || next == off || next == last {
+			return link, next, nil, nil
+		}
+		if m := atomic.LoadUint64(u64At(nmem, hdrMagic)); m != magic {
+			// Zero: a segment whose maker died before laying it out, or
+			// whose Destroy died while the allocator cleared it; it owns
+			// nothing. Anything else: not a segment, not to be freed.
+			if m != 0 {
+				return link, next, nil, nil
+			}
+			return link, next, nmem[:hdrSize], nil
+		}
+		last, mem = next, nmem
+	}
+}
+
+// freeOwned frees the out-of-line and spare blocks that the segment at off
+// records, each with FreeFrom on the word that records it, and returns
+// how many recorded blocks were not live blocks (forgotten, not freed).
+func freeOwned(a *shm.Arena, off shm.Offset, mem []byte) (bad int, err error) {
+	if atomic.LoadUint64(u64At(mem, hdrMagic)) != magic {
+		return 0, nil
+	}
+	c, cellSize, gerr := segGeometry(mem)
+	if gerr != nil {
+		return 1, nil // what its cells record cannot be trusted
+	}
+	for i := range c {
+		base := hdrSize + i*cellSize
+		for _, w := range [2]uint64{base + 16, base + 24} { // ool, spare
+			if atomic.LoadUint64(u64At(mem, w)) == 0 {
+				continue
+			}
+			hook(hookDestroy)
+			if err := a.FreeFrom(off + shm.Offset(w)); err != nil {
+				if !errors.Is(err, shm.ErrBadOffset) {
+					return bad, fmt.Errorf("ring: destroy: %w", err)
+				}
+				// Not a block: forget it (nothing to free twice).
+				atomic.StoreUint64(u64At(mem, w), 0)
+				bad++
+			}
+		}
+	}
+	return bad, nil
 }
 
 // Drain takes every message left in the ring, as Get does, and calls f
