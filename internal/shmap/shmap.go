@@ -49,10 +49,10 @@ const (
 // number above it, so that a word scribbled over while no change is in
 // progress reads as garbage rather than as a change to redo.
 const (
-	idle      = iota
-	prepared  // wNew is allocated but not yet published: free it
-	slotRedo  // store wNew in slot wSlot
-	tableRedo // make wNew the table
+	idle       = iota
+	prepared   // wNew is allocated but not yet published: free it
+	slotRedo   // store wNew in slot wSlot
+	tableRedo  // make wNew the table
 	destroying // Destroy is under way: free wOld, then carry on
 
 	phaseMagic = 0x5eda_c0de_77a1 << 16
