@@ -121,7 +121,7 @@ func (l *List[T]) Set(i int, value T) error {
 	if err := l.inRange(i); err != nil {
 		return err
 	}
-	return l.s.Set(i, b)
+	return sharedErr(l.s.Set(i, b))
 }
 
 // Delete removes element i, moving the later elements down by one, as

@@ -345,15 +345,17 @@ func (s Store) entryHash(off uint64) (uint64, error) {
 	return binary.LittleEndian.Uint64(s.a.Bytes(shm.Offset(off), 8)) ^ s.seal(), nil
 }
 
-// entry reads the entry block at off.
+// entry reads the entry block at off. Its lengths must fit the block, so
+// that damage cannot make a reader copy more than a block's worth.
 func (s Store) entry(off uint64) (hash uint64, key, val []byte, err error) {
-	if off%64 != 0 || !s.a.Contains(shm.Offset(off), entryHeader) {
-		return 0, nil, nil, s.corrupt("entry offset %#x", off)
+	size, ok := s.a.OwnedSize(shm.Offset(off))
+	if !ok {
+		return 0, nil, nil, s.corrupt("entry offset %#x is not a live block", off)
 	}
 	h := s.a.Bytes(shm.Offset(off), entryHeader)
 	kn, vn := int(binary.LittleEndian.Uint32(h[8:])), int(binary.LittleEndian.Uint32(h[12:]))
-	if !s.a.Contains(shm.Offset(off), entryHeader+kn+vn) {
-		return 0, nil, nil, s.corrupt("entry at %#x: %d-byte key and %d-byte value", off, kn, vn)
+	if entryHeader+kn+vn > size {
+		return 0, nil, nil, s.corrupt("entry at %#x: %d-byte key and %d-byte value in a %d-byte block", off, kn, vn, size)
 	}
 	b := s.a.Bytes(shm.Offset(off), entryHeader+kn+vn)
 	return binary.LittleEndian.Uint64(h) ^ s.seal(), b[entryHeader : entryHeader+kn], b[entryHeader+kn:], nil
