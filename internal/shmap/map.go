@@ -24,12 +24,12 @@ func Hash(key []byte) uint64 {
 	return h
 }
 
-// find returns the slot holding key, or -1 and the slot an insertion of
-// key should use (-1 if the table is full or missing).
-func (m Map) find(t []uint64, hash uint64, key []byte) (found, free int, err error) {
+// find returns the slot holding key and its value, or -1 and the slot an
+// insertion of key should use (-1 if the table is full or missing).
+func (m Map) find(t []uint64, hash uint64, key []byte) (found, free int, val []byte, err error) {
 	free = -1
 	if len(t) == 0 {
-		return -1, -1, nil
+		return -1, -1, nil, nil
 	}
 	mask := uint64(len(t) - 1)
 	for i, n := hash&mask, 0; n < len(t); i, n = (i+1)&mask, n+1 {
@@ -38,7 +38,7 @@ func (m Map) find(t []uint64, hash uint64, key []byte) (found, free int, err err
 			if free < 0 {
 				free = int(i)
 			}
-			return -1, free, nil
+			return -1, free, nil, nil
 		case tombstone:
 			if free < 0 {
 				free = int(i)
@@ -46,21 +46,21 @@ func (m Map) find(t []uint64, hash uint64, key []byte) (found, free int, err err
 		default:
 			h, err := m.entryHash(v)
 			if err != nil {
-				return -1, -1, err
+				return -1, -1, nil, err
 			}
 			if h != hash {
 				continue
 			}
-			_, k, _, err := m.entry(v)
+			_, k, val, err := m.entry(v)
 			if err != nil {
-				return -1, -1, err
+				return -1, -1, nil, err
 			}
 			if bytes.Equal(k, key) {
-				return int(i), free, nil
+				return int(i), free, val, nil
 			}
 		}
 	}
-	return -1, free, nil
+	return -1, free, nil, nil
 }
 
 // Get returns the value stored for key (a view into shared memory), and
@@ -70,12 +70,8 @@ func (m Map) Get(hash uint64, key []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	i, _, err := m.find(t, hash, key)
-	if i < 0 || err != nil {
-		return nil, false, err
-	}
-	_, _, v, err := m.entry(t[i])
-	return v, err == nil, err
+	i, _, v, err := m.find(t, hash, key)
+	return v, i >= 0, err
 }
 
 // Set stores val for key. It fails, changing nothing, when the arena has
@@ -88,7 +84,7 @@ func (m Map) Set(hash uint64, key, val []byte) error {
 	if err != nil {
 		return err
 	}
-	i, free, err := m.find(t, hash, key)
+	i, free, _, err := m.find(t, hash, key)
 	if err != nil {
 		return err
 	}
@@ -118,7 +114,7 @@ func (m Map) Delete(hash uint64, key []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	i, _, err := m.find(t, hash, key)
+	i, _, _, err := m.find(t, hash, key)
 	if i < 0 || err != nil {
 		return false, err
 	}
