@@ -70,6 +70,9 @@ func sharedLock(h handle) (*Lock, error) {
 		return nil, err
 	}
 	size, err := a.BlockSize(off)
+	if err == nil && size != lockBlock {
+		err = fmt.Errorf("a %d-byte block", size)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: the %s's Lock at offset %d: %v", ErrInvalidHandle, h.kind, off, err)
 	}
