@@ -425,6 +425,44 @@ func TestFaultList(t *testing.T) {
 	checkTreeWorks(t, cl, cd)
 }
 
+// TestFaultCondition damages Conditions' blocks (the waiters' slots and
+// tickets), each with an undamaged Lock of its own.
+func TestFaultCondition(t *testing.T) {
+	rng := faultRNG(t)
+	cl, cd := controls(t)
+	n := faultTrials()
+	conds := make([]*Condition, n)
+	var regions []scribbleRegion
+	for i := range n {
+		l, err := NewLock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conds[i], err = NewCondition(l); err != nil {
+			t.Fatal(err)
+		}
+		regions = append(regions, scribbleRegion{Off: uint64(conds[i].h.off), Len: condBlockSize})
+	}
+	scribble(t, rng, 16, regions...)
+	onEach(t, n, func(ctx context.Context, i int) error {
+		c := conds[i]
+		if err := c.Acquire(ctx); err != nil {
+			return fmt.Errorf("Condition.Acquire: %w", err)
+		}
+		defer c.Release()
+		c.Notify(1)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+		err := c.Wait(wctx)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !damage(err) {
+			return fmt.Errorf("Condition.Wait: %w", err)
+		}
+		c.NotifyAll()
+		return nil
+	})
+	checkTreeWorks(t, cl, cd)
+}
+
 // TestFaultEventBarrier damages Events' and Barriers' words.
 func TestFaultEventBarrier(t *testing.T) {
 	rng := faultRNG(t)
