@@ -189,8 +189,9 @@ func Scribble(a *Arena, rng *rand.Rand, off uint64, n int) {
 	}
 }
 
-// TestScribbleAllocator writes random bytes over the allocator's metadata
-// (header, free-list heads, journal, tags, free-list links) and checks that
+// TestScribbleAllocator has a child process write random bytes over the
+// allocator's metadata
+// (header, free-list heads, journal, tags, free-list links), and checks that
 // what follows never panics or hangs, fails only with ErrCorrupt,
 // ErrNoSpace or ErrBadOffset, and never hands out memory that overlaps a
 // live block.
@@ -271,7 +272,9 @@ func TestScribbleAllocator(t *testing.T) {
 				}
 			}
 		}
-		Scribble(a, rng, off, n)
+		// A child process does the damage, as a faulty process of the tree
+		// would.
+		start(t, a, "scribble", fmt.Sprint(off, " ", n, " ", rng.Uint64()), nil, nil).wait(t)
 		what := fmt.Sprintf("trial %d: %d bytes at %#x", trial, n, off)
 		within(t, what, func() {
 			for i := range 60 {

@@ -64,6 +64,12 @@ func childMain(role, arg string) int {
 			return fail(err)
 		}
 		fmt.Print(*points)
+	case "scribble": // arg: file offset, byte count, seed: write random bytes there
+		var off uint64
+		var n int
+		var seed uint64
+		fmt.Sscan(arg, &off, &n, &seed)
+		Scribble(a, rand.New(rand.NewPCG(seed, 5)), off, n)
 	case "hold": // take the allocator lock, say so, and keep it until killed
 		a.lock()
 		os.Stdout.Write([]byte{'h'})
