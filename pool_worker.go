@@ -25,6 +25,10 @@ import (
 // the queue, and the one task sent, not answered and not in the pipe is the
 // one it was running.
 
+// testWorkerPipe, if set (by tests), is given the two ends of each
+// worker's pipe.
+var testWorkerPipe func(parent, child *Conn)
+
 // worker is the parent's side of one worker process.
 type worker struct {
 	p    *Pool
@@ -45,6 +49,9 @@ func (p *Pool) startWorker() error {
 	a, b, err := Pipe(true)
 	if err != nil {
 		return err
+	}
+	if testWorkerPipe != nil {
+		testWorkerPipe(a, b)
 	}
 	spec := workerSpec{MaxRSS: p.cfg.maxRSS}
 	if t := p.cfg.init; t != nil {
@@ -636,6 +643,8 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 	// pools: these die with the worker, whichever way it ends. Set before
 	// any task runs, in the goroutine that set it up.
 	self.info.Daemon = false
+	// Given up however the worker ends, so that the pipe's memory can go.
+	defer c.Close()
 	if spec.InitFn != "" {
 		t, ok := lookupName(spec.InitFn)
 		if !ok {
