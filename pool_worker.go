@@ -152,7 +152,7 @@ func (w *worker) send() {
 			frame = appendTask(frame[:0], j, p.cfg.timeout)
 			err = w.conn.SendBytes(frame)
 		}
-		if cap(frame) > 1<<20 {
+		if cap(frame) > keepBuffer {
 			frame = nil // a large task's buffer is not kept for the small ones
 		}
 		p.mu.Lock()
@@ -434,6 +434,10 @@ const (
 // task or a result that would be larger fails with ErrTooLarge rather
 // than travelling.
 const maxFrame = ring.MaxMessage
+
+// keepBuffer is the largest frame buffer kept for the next task: one for
+// a rare huge task is not held for the life of the worker.
+const keepBuffer = maxFrame / 4
 
 // taskFrameSize is the size of the frame of a task of fn whose calls
 // encode to body bytes.
@@ -775,10 +779,10 @@ func (l *workerLoop) loop(resume bool) error {
 			// its queue, and starts another worker if there is work.
 			return nil
 		}
-		if cap(l.out) > 1<<20 {
+		if cap(l.out) > keepBuffer {
 			l.out = nil // a large result's buffer is not kept for the small ones
 		}
-		if cap(l.in) > 1<<20 {
+		if cap(l.in) > keepBuffer {
 			l.in = nil
 		}
 	}
