@@ -39,6 +39,7 @@ type worker struct {
 	inflight []*job // sent (or being sent), not answered, in order
 	quota    int    // tasks it may still be given; < 0: no limit
 	ready    bool   // its initializer has run
+	retired  bool   // told to exit (its pipe closed)
 	dead     bool
 	stop     func() // disarms the timers of the running task
 }
@@ -133,6 +134,7 @@ func (w *worker) send() {
 			if j != nil {
 				p.requeueLocked([]*job{j})
 			}
+			w.retired = !w.dead
 			p.mu.Unlock()
 			w.conn.Close()
 			return
@@ -332,7 +334,7 @@ func (w *worker) settle() {
 		again = nil
 	}
 	p.requeueLocked(again)
-	if !w.ready && !p.terminated && !killed {
+	if !w.ready && !p.terminated && !killed && !w.retired {
 		// It died starting: in its initializer, or killed from outside.
 		// Restarting it in a loop would help no one.
 		p.failedStarts++
@@ -348,10 +350,11 @@ func (w *worker) settle() {
 			p.breakLocked(fmt.Errorf("%w: %d workers in a row died before they were ready (the last, %s, %s); no more are started",
 				ErrPoolBroken, p.failedStarts, w.proc.Name, how))
 		}
-		if p.broken != nil {
-			for _, j := range p.drainLocked() {
-				failed, errs = append(failed, j), append(errs, p.broken)
-			}
+	}
+	if p.broken != nil {
+		// Nothing runs them any more, the ones just put back included.
+		for _, j := range p.drainLocked() {
+			failed, errs = append(failed, j), append(errs, p.broken)
 		}
 	}
 	// A closed pool replaces a worker only for work still to be given
