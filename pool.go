@@ -227,10 +227,13 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	return p, nil
 }
 
-// Close stops the pool from accepting work; what was submitted still runs
-// (a worker that dies meanwhile is still replaced while work is left), and
-// the workers exit when it is done (Join waits for that). Closing twice does
-// nothing.
+// Close stops the pool from accepting work; it never drops work: what was
+// submitted still runs, exactly once, with its callbacks, including the
+// rest of a Map, MapAsync, Starmap, Imap or ImapUnordered begun before
+// Close (an Imap goes on to the end of its input, or until its loop is
+// left). A worker that dies meanwhile is replaced while work is left to
+// give out. The workers exit when it is done, and Join waits for that.
+// Closing twice does nothing.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true

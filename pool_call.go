@@ -163,8 +163,10 @@ func ErrorCallback(f func(error)) TaskOption {
 // (Python's apply). If ctx ends before the task has run, it does not run;
 // if it ends while the task runs, the worker is killed and replaced; either
 // way Apply returns ctx.Err(). Other errors are those of AsyncResult.Get,
-// plus ErrPoolClosed, ErrNotRegistered, ErrBadArguments for arguments or a
-// result type that do not fit fn, and ErrUnencodable.
+// plus ErrPoolClosed, ErrPoolBroken, ErrNotRegistered, ErrBadArguments for
+// arguments or a result type that do not fit fn, ErrUnencodable, and
+// ErrTooLarge for arguments or a result larger than a worker's pipe
+// carries.
 func Apply[R any](ctx context.Context, p *Pool, fn any, args ...any) (R, error) {
 	return submitCall[R](p, ctx, nil, fn, args, nil).Get(ctx)
 }

@@ -25,6 +25,10 @@ import (
 // the queue, and the one task sent, not answered and not in the pipe is the
 // one it was running.
 
+// testWorkerPipe, if set (by tests), is given the two ends of each
+// worker's pipe.
+var testWorkerPipe func(parent, child *Conn)
+
 // worker is the parent's side of one worker process.
 type worker struct {
 	p    *Pool
@@ -35,6 +39,7 @@ type worker struct {
 	inflight []*job // sent (or being sent), not answered, in order
 	quota    int    // tasks it may still be given; < 0: no limit
 	ready    bool   // its initializer has run
+	retired  bool   // told to exit (its pipe closed)
 	dead     bool
 	stop     func() // disarms the timers of the running task
 }
@@ -45,6 +50,9 @@ func (p *Pool) startWorker() error {
 	a, b, err := Pipe(true)
 	if err != nil {
 		return err
+	}
+	if testWorkerPipe != nil {
+		testWorkerPipe(a, b)
 	}
 	spec := workerSpec{MaxRSS: p.cfg.maxRSS}
 	if t := p.cfg.init; t != nil {
@@ -126,6 +134,7 @@ func (w *worker) send() {
 			if j != nil {
 				p.requeueLocked([]*job{j})
 			}
+			w.retired = !w.dead
 			p.mu.Unlock()
 			w.conn.Close()
 			return
@@ -145,7 +154,7 @@ func (w *worker) send() {
 			frame = appendTask(frame[:0], j, p.cfg.timeout)
 			err = w.conn.SendBytes(frame)
 		}
-		if cap(frame) > 1<<20 {
+		if cap(frame) > keepBuffer {
 			frame = nil // a large task's buffer is not kept for the small ones
 		}
 		p.mu.Lock()
@@ -325,7 +334,7 @@ func (w *worker) settle() {
 		again = nil
 	}
 	p.requeueLocked(again)
-	if !w.ready && !p.terminated && !killed {
+	if !w.ready && !p.terminated && !killed && !w.retired {
 		// It died starting: in its initializer, or killed from outside.
 		// Restarting it in a loop would help no one.
 		p.failedStarts++
@@ -341,10 +350,11 @@ func (w *worker) settle() {
 			p.breakLocked(fmt.Errorf("%w: %d workers in a row died before they were ready (the last, %s, %s); no more are started",
 				ErrPoolBroken, p.failedStarts, w.proc.Name, how))
 		}
-		if p.broken != nil {
-			for _, j := range p.drainLocked() {
-				failed, errs = append(failed, j), append(errs, p.broken)
-			}
+	}
+	if p.broken != nil {
+		// Nothing runs them any more, the ones just put back included.
+		for _, j := range p.drainLocked() {
+			failed, errs = append(failed, j), append(errs, p.broken)
 		}
 	}
 	// A closed pool replaces a worker only for work still to be given
@@ -427,6 +437,10 @@ const (
 // task or a result that would be larger fails with ErrTooLarge rather
 // than travelling.
 const maxFrame = ring.MaxMessage
+
+// keepBuffer is the largest frame buffer kept for the next task: one for
+// a rare huge task is not held for the life of the worker.
+const keepBuffer = maxFrame / 4
 
 // taskFrameSize is the size of the frame of a task of fn whose calls
 // encode to body bytes.
@@ -636,6 +650,8 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 	// pools: these die with the worker, whichever way it ends. Set before
 	// any task runs, in the goroutine that set it up.
 	self.info.Daemon = false
+	// Given up however the worker ends, so that the pipe's memory can go.
+	defer c.Close()
 	if spec.InitFn != "" {
 		t, ok := lookupName(spec.InitFn)
 		if !ok {
@@ -766,10 +782,10 @@ func (l *workerLoop) loop(resume bool) error {
 			// its queue, and starts another worker if there is work.
 			return nil
 		}
-		if cap(l.out) > 1<<20 {
+		if cap(l.out) > keepBuffer {
 			l.out = nil // a large result's buffer is not kept for the small ones
 		}
-		if cap(l.in) > 1<<20 {
+		if cap(l.in) > keepBuffer {
 			l.in = nil
 		}
 	}
