@@ -265,7 +265,7 @@ func TestQueuesAndPipesAreFreed(t *testing.T) {
 	if !isolated(t, "MULTIPROC_ARENA_SIZE=64M") {
 		return
 	}
-	n := 2_000
+	n := 10_000
 	if long() {
 		n = 100_000
 	}
