@@ -135,7 +135,9 @@ func blockOf(t *Table, id ID) shm.Offset {
 func run(t *testing.T, a *shm.Arena, role string, killAt int, x ID) int {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), roleEnv+"="+role, fmt.Sprintf("%s=%d %d %d", argEnv, killAt, x.Index, x.Gen))
+	// GORACE: a race build's child would otherwise sleep a second at exit.
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, fmt.Sprintf("%s=%d %d %d", argEnv, killAt, x.Index, x.Gen),
+		"GORACE=atexit_sleep_ms=0")
 	fd, err := unix.Dup(a.Fd())
 	if err != nil {
 		t.Fatal(err)
@@ -214,12 +216,6 @@ func audit(t *testing.T, tb *Table) {
 	}
 }
 
-func skipUnderRace(t *testing.T) {
-	if raceEnabled && os.Getenv("MULTIPROC_LONG") == "" {
-		t.Skip("a child per store: run without -race (as .ci/run does), or set MULTIPROC_LONG=1")
-	}
-}
-
 func newTable(t *testing.T) (*shm.Arena, *Table) {
 	a, err := shm.New(4 << 20)
 	if err != nil {
@@ -238,7 +234,6 @@ func newTable(t *testing.T) (*shm.Arena, *Table) {
 // and checks that the counts are exact and that the arena holds exactly
 // what the survivors hold: nothing leaked, nothing freed twice.
 func TestKilledAtEveryStore(t *testing.T) {
-	skipUnderRace(t)
 	for _, role := range []string{"new", "newfree", "attach", "attachdetach", "contain", "containkeep"} {
 		t.Run(role, func(t *testing.T) {
 			a, tb := newTable(t)
@@ -289,7 +284,6 @@ func TestKilledAtEveryStore(t *testing.T) {
 // TestSweepKilledAtEveryStore kills the sweeper itself at each of its
 // stores: a second sweep finishes its work exactly.
 func TestSweepKilledAtEveryStore(t *testing.T) {
-	skipUnderRace(t)
 	a, tb := newTable(t)
 	x, b, err := tb.New(kindA, 100)
 	if err != nil {

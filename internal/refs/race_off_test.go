@@ -1,5 +1,0 @@
-//go:build !race
-
-package refs
-
-const raceEnabled = false
