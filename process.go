@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -49,6 +51,21 @@ type Process struct {
 	// Daemon marks a process that is terminated, rather than waited for, by
 	// Shutdown, and that may not start children. Set it before Start.
 	Daemon bool
+	// Isolated runs the child as code the tree does not trust: it does not
+	// map the tree's shared memory, so that nothing it does can corrupt a
+	// primitive of the tree, and it talks to its parent only through its
+	// own control socket, whose one report the parent reads as untrusted
+	// input (bounded in size, checked, trimmed). The worst an isolated
+	// child can do is fail its own task. It cannot be given primitives:
+	// Start fails with ErrIsolated if one is found among the arguments (or
+	// the Run type's fields). Neither the child nor what it executes can
+	// gain privileges (PR_SET_NO_NEW_PRIVS). It may use primitives of its
+	// own, in an arena of its own, and start processes below it. Set it
+	// before Start.
+	Isolated bool
+	// Limits bound an isolated child's resources, applied before the
+	// program's own packages initialise in it. They require Isolated.
+	Limits Limits
 
 	fn       any
 	args     []any
@@ -87,6 +104,7 @@ type bootstrap struct {
 	NArgs    int
 	Name     string
 	Daemon   bool
+	Isolated bool
 	Identity []int
 	Parent   ProcessInfo
 }
@@ -96,6 +114,21 @@ type outcome struct {
 	Message  string
 	Panicked bool
 	Stack    string
+	Limit    string // the limit the child's error shows it hit (see Limits)
+}
+
+// sanitized trims what an isolated child reported to what the parent
+// keeps.
+func (o *outcome) sanitized() *outcome {
+	if o == nil {
+		return nil
+	}
+	return &outcome{
+		Message:  sanitize(o.Message, isolatedMaxMessage),
+		Panicked: o.Panicked,
+		Stack:    sanitize(o.Stack, isolatedMaxStack),
+		Limit:    o.Limit,
+	}
 }
 
 // Start starts the child process and returns once it is running; it does not
@@ -115,15 +148,40 @@ func (p *Process) Start() error {
 	if self.info.Daemon {
 		return fmt.Errorf("%w (%s starting %s)", ErrDaemonic, self.info.Name, p.Name)
 	}
+	req := spawn.Request{}
+	var tail *stderrTail
+	if p.Isolated {
+		if err := p.Limits.check(); err != nil {
+			return err
+		}
+		if t := sharedIn(append([]any{p.fn}, p.args...)...); t != nil {
+			return describeIsolated(p.Name, t)
+		}
+		req.Isolated, req.Limits = true, p.Limits.spawn()
+	} else if p.Limits != (Limits{}) {
+		return fmt.Errorf("%w: %s: Limits apply to isolated processes only (set Isolated)", ErrBadArguments, p.Name)
+	}
 	boot, err := p.bootstrap()
 	if err != nil {
 		return err
 	}
-	a, err := treeArena()
-	if err != nil {
-		return err
+	if !p.Isolated {
+		a, err := treeArena()
+		if err != nil {
+			return err
+		}
+		req.Extra = []int{a.Fd()}
+	} else if p.Limits.Memory > 0 {
+		// The runtime's "out of memory" is the only word of a memory
+		// limit that the kernel does not give.
+		var w *os.File
+		if tail, w, err = newStderrTail(); err != nil {
+			return fmt.Errorf("mp: start %s: %w", p.Name, err)
+		}
+		defer w.Close()
+		req.Stderr = int(w.Fd())
 	}
-	c, err := spawn.Start(spawn.Request{Extra: []int{a.Fd()}})
+	c, err := spawn.Start(req)
 	if err != nil {
 		return fmt.Errorf("mp: start %s: %w", p.Name, err)
 	}
@@ -148,11 +206,27 @@ func (p *Process) Start() error {
 	self.mu.Unlock()
 
 	reported := make(chan *outcome, 1)
-	go func() { reported <- readOutcome(c.Ctl) }()
+	maxReport := spawn.MaxFrame
+	if p.Isolated {
+		maxReport = isolatedMaxReport
+	}
+	go func() {
+		out := readOutcome(c.Ctl, maxReport)
+		if out != nil && p.Isolated && strings.HasPrefix(out.Message, unreadableReport) {
+			c.Kill() // it broke the protocol: it would block writing the rest
+		}
+		reported <- out
+	}()
 	supervise.Watch(c, func(st spawn.Status, werr error) {
 		out := <-reported
 		c.Ctl.Close()
-		p.finish(st, out, werr)
+		var limit string
+		if p.Isolated {
+			out = out.sanitized()
+			saidOOM := tail != nil && tail.wait()
+			limit = limitHit(p.Limits, st, out, saidOOM, st.OOMKilled)
+		}
+		p.finish(st, out, werr, limit)
 	})
 	return nil
 }
@@ -167,6 +241,7 @@ func (p *Process) bootstrap() ([]byte, error) {
 		NArgs:    len(p.args),
 		Name:     p.Name,
 		Daemon:   p.Daemon,
+		Isolated: p.Isolated,
 		Identity: p.identity,
 		Parent:   self.info,
 	}
@@ -193,20 +268,26 @@ func (p *Process) bootstrap() ([]byte, error) {
 	return codec.Marshal(b)
 }
 
+const unreadableReport = "mp: unreadable report from child"
+
 // readOutcome reads the child's report; nil if the child ended without one.
-func readOutcome(r io.Reader) *outcome {
-	frame, err := spawn.ReadFrame(r)
+func readOutcome(r io.Reader, max int) *outcome {
+	frame, err := spawn.ReadFrameMax(r, max)
 	if err != nil {
+		if max < spawn.MaxFrame && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			// An isolated child that claimed more than it may send.
+			return &outcome{Message: unreadableReport + ": " + err.Error()}
+		}
 		return nil
 	}
 	var out outcome
 	if codec.Unmarshal(frame, &out) != nil {
-		return &outcome{Message: "mp: unreadable report from child"}
+		return &outcome{Message: unreadableReport}
 	}
 	return &out
 }
 
-func (p *Process) finish(st spawn.Status, out *outcome, werr error) {
+func (p *Process) finish(st spawn.Status, out *outcome, werr error, limit string) {
 	self.mu.Lock()
 	delete(self.children, p)
 	self.mu.Unlock()
@@ -222,6 +303,9 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error) {
 			pe.Message, pe.Panicked, pe.Stack = out.Message, out.Panicked, out.Stack
 		}
 		p.err = pe
+		if limit != "" {
+			p.err = &LimitError{Limit: limit, Value: p.Limits.value(limit), Process: pe}
+		}
 	}
 	close(p.done)
 }
