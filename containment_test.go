@@ -567,3 +567,36 @@ func TestForgettingShutdownIsLoud(t *testing.T) {
 		t.Fatalf("the killed child did not say why; stderr:\n%s", got)
 	}
 }
+
+// poolShellOut starts a helper from a pool task and returns the worker's
+// pid.
+func poolShellOut(dir string, setsid bool) (int, error) {
+	return os.Getpid(), startHelper(dir, setsid)
+}
+
+func init() { mp.Register(poolShellOut) }
+
+func TestPoolWorkerKilledFromOutsideTakesItsHelpers(t *testing.T) {
+	for _, setsid := range []bool{false, true} {
+		t.Run(fmt.Sprintf("setsid=%v", setsid), func(t *testing.T) {
+			if setsid {
+				needCgroups(t)
+			}
+			dir := t.TempDir()
+			p, err := mp.NewPool(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			pid, err := mp.Apply[int](ctx, p, poolShellOut, dir, setsid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			helpers := pidfdsIn(t, dir, "helper-", 1)
+			unix.Kill(pid, unix.SIGKILL) // the OOM killer's way
+			p.Terminate()
+			awaitGone(t, helpers)
+		})
+	}
+}

@@ -176,6 +176,7 @@ func Shutdown() { ShutdownContext(context.Background()) }
 // returns ctx.Err() without waiting for the threads left; otherwise it
 // returns nil.
 func ShutdownContext(ctx context.Context) error {
+	defer spawn.ReapAdopted()
 	children := ActiveChildren()
 	var daemons []*Process
 	for _, p := range children {

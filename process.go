@@ -43,6 +43,39 @@ var (
 // dies in any way, the child is killed with it, and so on down the tree.
 //
 // The methods of a Process are safe to call from several goroutines.
+//
+// # Containment
+//
+// A child gets /dev/null as stdin, the parent's stdout and stderr (or
+// /dev/null where the parent has closed them), its control socket and the
+// tree's arena, and no other descriptor of the parent. Its command line is
+// the program's name alone: the parent's arguments do not reach it.
+//
+// No descendant of a process of the tree outlives the tree. Every process
+// that starts children is a child subreaper (orphans below it stay below
+// it), and each child runs in a process group of its own and, where the
+// machine lets the library create cgroup v2 directories below its own
+// cgroup, in a cgroup of its own. When a child ends, whichever way, its
+// parent kills what it leaves behind before reaping it: its process group,
+// and its cgroup (cgroup.kill), which holds even descendants that left the
+// group with setsid; helpers a child started in the background therefore
+// end with it. Kill kills the child's whole subtree: its cgroup, or, without
+// one, every descendant found through /proc, each stopped as it is found.
+// When a parent dies, in any way, each child gets a signal on which it
+// prints why on stderr (the mark of a main that forgot mp.Shutdown), kills
+// its own subtree, and dies.
+//
+// What remains out of reach: without cgroups, a descendant that left its
+// process group (setsid, setpgid) survives when its mp ancestor is killed
+// from outside the library (SIGKILL by the OOM killer, or kill -9), since
+// nothing then records that it belonged there; with cgroups it dies. A
+// process that a privileged descendant moved into another cgroup, or that
+// got out of the tree before its ancestor's death was noticed (a double
+// fork racing the kill), is not found either; a child stopped with SIGSTOP
+// notices its parent's death only when continued. The reaping of adopted
+// orphans leaves alone any child this process holds a pidfd for (the os
+// package does for os/exec children); a child started with raw
+// syscall.ForkExec, without one, may be reaped by the library.
 type Process struct {
 	// Name is used in errors and by CurrentProcess in the child. It
 	// defaults to Python's "Process-N" ("Process-1:2" for the second child

@@ -30,7 +30,7 @@
 // that live as long as the process. On that signal, or on EOF on the control
 // socket, the child prints why on stderr, kills its own subtree (its cgroup,
 // or else its children's groups and every descendant it can find in /proc),
-// then itself. See ../../doc.go for what stays out of reach.
+// then itself. mp.Process's documentation says what stays out of reach.
 package spawn
 
 import (
