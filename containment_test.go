@@ -595,6 +595,16 @@ func TestPoolWorkerKilledFromOutsideTakesItsHelpers(t *testing.T) {
 			}
 			helpers := pidfdsIn(t, dir, "helper-", 1)
 			unix.Kill(pid, unix.SIGKILL) // the OOM killer's way
+			// Once the pool has reaped the worker, nothing of it is left
+			// to signal: what it started must be gone by other means.
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+				if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the killed worker was not reaped within a minute")
+				}
+			}
 			p.Terminate()
 			awaitGone(t, helpers)
 		})

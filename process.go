@@ -49,7 +49,11 @@ var (
 // A child gets /dev/null as stdin, the parent's stdout and stderr (or
 // /dev/null where the parent has closed them), its control socket and the
 // tree's arena, and no other descriptor of the parent. Its command line is
-// the program's name alone: the parent's arguments do not reach it.
+// the program's name alone: the parent's arguments do not reach it. If the
+// program has closed any of its own descriptors 0-2, Start reopens them on
+// /dev/null, as the C library does for set-user-ID programs, so that no
+// descriptor opened later (the library's, or the program's) lands where
+// the runtime and children write their output.
 //
 // No descendant of a process of the tree outlives the tree. Every process
 // that starts children is a child subreaper (orphans below it stay below
