@@ -122,6 +122,13 @@ func init() {
 		if err != nil {
 			return err
 		}
+		// Not even in this process may a library descriptor sit where the
+		// runtime writes a panic.
+		for fd := 0; fd <= 2; fd++ {
+			if l, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); strings.Contains(l, "multiproc") {
+				return fmt.Errorf("fd %d is %s", fd, l)
+			}
+		}
 		for i := 0; i < 3; i++ {
 			p := mp.NewProcess(printALot, filepath.Join(dir, "fds"))
 			if err := p.Start(); err != nil {
