@@ -122,6 +122,13 @@ func init() {
 		if err != nil {
 			return err
 		}
+		// Not even in this process may a library descriptor sit where the
+		// runtime writes a panic.
+		for fd := 0; fd <= 2; fd++ {
+			if l, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd)); strings.Contains(l, "multiproc") {
+				return fmt.Errorf("fd %d is %s", fd, l)
+			}
+		}
 		for i := 0; i < 3; i++ {
 			p := mp.NewProcess(printALot, filepath.Join(dir, "fds"))
 			if err := p.Start(); err != nil {
@@ -565,5 +572,48 @@ func TestForgettingShutdownIsLoud(t *testing.T) {
 	cmd.Wait()
 	if got := stderr.String(); !strings.Contains(got, "ended while it was running") || !strings.Contains(got, "mp.Shutdown") {
 		t.Fatalf("the killed child did not say why; stderr:\n%s", got)
+	}
+}
+
+// poolShellOut starts a helper from a pool task and returns the worker's
+// pid.
+func poolShellOut(dir string, setsid bool) (int, error) {
+	return os.Getpid(), startHelper(dir, setsid)
+}
+
+func init() { mp.Register(poolShellOut) }
+
+func TestPoolWorkerKilledFromOutsideTakesItsHelpers(t *testing.T) {
+	for _, setsid := range []bool{false, true} {
+		t.Run(fmt.Sprintf("setsid=%v", setsid), func(t *testing.T) {
+			if setsid {
+				needCgroups(t)
+			}
+			dir := t.TempDir()
+			p, err := mp.NewPool(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			pid, err := mp.Apply[int](ctx, p, poolShellOut, dir, setsid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			helpers := pidfdsIn(t, dir, "helper-", 1)
+			unix.Kill(pid, unix.SIGKILL) // the OOM killer's way
+			// Once the pool has reaped the worker, nothing of it is left
+			// to signal: what it started must be gone by other means.
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+				if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the killed worker was not reaped within a minute")
+				}
+			}
+			p.Terminate()
+			awaitGone(t, helpers)
+		})
 	}
 }

@@ -56,14 +56,19 @@ func runChild(inh spawn.Inherited) {
 	if err := codec.Unmarshal(frame, &b); err != nil {
 		childFatal(ctl, "bad bootstrap message: %v", err)
 	}
-	if len(inh.Extra) < 1 {
-		childFatal(ctl, "no arena inherited")
+	if _, err := spawn.AddressSpaceLimit(); err != nil {
+		childFatal(ctl, "memory limit: %v", err)
 	}
-	a, err := shm.Attach(inh.Extra[0])
-	if err != nil {
-		childFatal(ctl, "attach arena: %v", err)
+	if !b.Isolated {
+		if len(inh.Extra) < 1 {
+			childFatal(ctl, "no arena inherited")
+		}
+		a, err := shm.Attach(inh.Extra[0])
+		if err != nil {
+			childFatal(ctl, "attach arena: %v", err)
+		}
+		arena.a = a
 	}
-	arena.a = a
 	parent := b.Parent
 	self.info = ProcessInfo{Name: b.Name, Pid: os.Getpid(), Daemon: b.Daemon}
 	self.parent = &parent
@@ -105,7 +110,10 @@ func runChild(inh spawn.Inherited) {
 	var out outcome
 	if cerr != nil {
 		code = 1
-		out = outcome{Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
+		out = outcome{Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack, Limit: limitOf(cerr.err)}
+		if b.Isolated {
+			out = *out.sanitized() // what the parent would keep, within what it reads
+		}
 	}
 	report(ctl, out)
 	os.Exit(code)
@@ -179,6 +187,7 @@ func Shutdown() { ShutdownContext(context.Background()) }
 // returns ctx.Err() without waiting for the threads left; otherwise it
 // returns nil.
 func ShutdownContext(ctx context.Context) error {
+	defer spawn.ReapAdopted()
 	children := ActiveChildren()
 	var daemons []*Process
 	for _, p := range children {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -41,6 +43,43 @@ var (
 // dies in any way, the child is killed with it, and so on down the tree.
 //
 // The methods of a Process are safe to call from several goroutines.
+//
+// # Containment
+//
+// A child gets /dev/null as stdin, the parent's stdout and stderr (or
+// /dev/null where the parent has closed them), its control socket and the
+// tree's arena, and no other descriptor of the parent. Its command line is
+// the program's name alone: the parent's arguments do not reach it. If the
+// program has closed any of its own descriptors 0-2, Start reopens them on
+// /dev/null, as the C library does for set-user-ID programs, so that no
+// descriptor opened later (the library's, or the program's) lands where
+// the runtime and children write their output.
+//
+// No descendant of a process of the tree outlives the tree. Every process
+// that starts children is a child subreaper (orphans below it stay below
+// it), and each child runs in a process group of its own and, where the
+// machine lets the library create cgroup v2 directories below its own
+// cgroup, in a cgroup of its own. When a child ends, whichever way, its
+// parent kills what it leaves behind before reaping it: its process group,
+// and its cgroup (cgroup.kill), which holds even descendants that left the
+// group with setsid; helpers a child started in the background therefore
+// end with it. Kill kills the child's whole subtree: its cgroup, or, without
+// one, every descendant found through /proc, each stopped as it is found.
+// When a parent dies, in any way, each child gets a signal on which it
+// prints why on stderr (the mark of a main that forgot mp.Shutdown), kills
+// its own subtree, and dies.
+//
+// What remains out of reach: without cgroups, a descendant that left its
+// process group (setsid, setpgid) survives when its mp ancestor is killed
+// from outside the library (SIGKILL by the OOM killer, or kill -9), since
+// nothing then records that it belonged there; with cgroups it dies. A
+// process that a privileged descendant moved into another cgroup, or that
+// got out of the tree before its ancestor's death was noticed (a double
+// fork racing the kill), is not found either; a child stopped with SIGSTOP
+// notices its parent's death only when continued. The reaping of adopted
+// orphans leaves alone any child this process holds a pidfd for (the os
+// package does for os/exec children); a child started with raw
+// syscall.ForkExec, without one, may be reaped by the library.
 type Process struct {
 	// Name is used in errors and by CurrentProcess in the child. It
 	// defaults to Python's "Process-N" ("Process-1:2" for the second child
@@ -49,6 +88,21 @@ type Process struct {
 	// Daemon marks a process that is terminated, rather than waited for, by
 	// Shutdown, and that may not start children. Set it before Start.
 	Daemon bool
+	// Isolated runs the child as code the tree does not trust: it does not
+	// map the tree's shared memory, so that nothing it does can corrupt a
+	// primitive of the tree, and it talks to its parent only through its
+	// own control socket, whose one report the parent reads as untrusted
+	// input (bounded in size, checked, trimmed). The worst an isolated
+	// child can do is fail its own task. It cannot be given primitives:
+	// Start fails with ErrIsolated if one is found among the arguments (or
+	// the Run type's fields). Neither the child nor what it executes can
+	// gain privileges (PR_SET_NO_NEW_PRIVS). It may use primitives of its
+	// own, in an arena of its own, and start processes below it. Set it
+	// before Start.
+	Isolated bool
+	// Limits bound an isolated child's resources, applied before the
+	// program's own packages initialise in it. They require Isolated.
+	Limits Limits
 
 	fn       any
 	args     []any
@@ -87,6 +141,7 @@ type bootstrap struct {
 	NArgs    int
 	Name     string
 	Daemon   bool
+	Isolated bool
 	Identity []int
 	Parent   ProcessInfo
 }
@@ -96,6 +151,21 @@ type outcome struct {
 	Message  string
 	Panicked bool
 	Stack    string
+	Limit    string // the limit the child's error shows it hit (see Limits)
+}
+
+// sanitized trims what an isolated child reported to what the parent
+// keeps.
+func (o *outcome) sanitized() *outcome {
+	if o == nil {
+		return nil
+	}
+	return &outcome{
+		Message:  sanitize(o.Message, isolatedMaxMessage),
+		Panicked: o.Panicked,
+		Stack:    sanitize(o.Stack, isolatedMaxStack),
+		Limit:    o.Limit,
+	}
 }
 
 // Start starts the child process and returns once it is running; it does not
@@ -115,15 +185,40 @@ func (p *Process) Start() error {
 	if self.info.Daemon {
 		return fmt.Errorf("%w (%s starting %s)", ErrDaemonic, self.info.Name, p.Name)
 	}
+	req := spawn.Request{}
+	var tail *stderrTail
+	if p.Isolated {
+		if err := p.Limits.check(); err != nil {
+			return err
+		}
+		if t := sharedIn(append([]any{p.fn}, p.args...)...); t != nil {
+			return describeIsolated(p.Name, t)
+		}
+		req.Isolated, req.Limits = true, p.Limits.spawn()
+	} else if p.Limits != (Limits{}) {
+		return fmt.Errorf("%w: %s: Limits apply to isolated processes only (set Isolated)", ErrBadArguments, p.Name)
+	}
 	boot, err := p.bootstrap()
 	if err != nil {
 		return err
 	}
-	a, err := treeArena()
-	if err != nil {
-		return err
+	if !p.Isolated {
+		a, err := treeArena()
+		if err != nil {
+			return err
+		}
+		req.Extra = []int{a.Fd()}
+	} else if p.Limits.Memory > 0 {
+		// The runtime's "out of memory" is the only word of a memory
+		// limit that the kernel does not give.
+		var w *os.File
+		if tail, w, err = newStderrTail(); err != nil {
+			return fmt.Errorf("mp: start %s: %w", p.Name, err)
+		}
+		defer w.Close()
+		req.Stderr = int(w.Fd())
 	}
-	c, err := spawn.Start(spawn.Request{Extra: []int{a.Fd()}})
+	c, err := spawn.Start(req)
 	if err != nil {
 		return fmt.Errorf("mp: start %s: %w", p.Name, err)
 	}
@@ -149,11 +244,27 @@ func (p *Process) Start() error {
 	self.mu.Unlock()
 
 	reported := make(chan *outcome, 1)
-	go func() { reported <- readOutcome(c.Ctl) }()
+	maxReport := spawn.MaxFrame
+	if p.Isolated {
+		maxReport = isolatedMaxReport
+	}
+	go func() {
+		out := readOutcome(c.Ctl, maxReport)
+		if out != nil && p.Isolated && strings.HasPrefix(out.Message, unreadableReport) {
+			c.Kill() // it broke the protocol: it would block writing the rest
+		}
+		reported <- out
+	}()
 	supervise.Watch(c, func(st spawn.Status, werr error) {
 		out := <-reported
 		c.Ctl.Close()
-		p.finish(st, out, werr)
+		var limit string
+		if p.Isolated {
+			out = out.sanitized()
+			saidOOM := tail != nil && tail.wait()
+			limit = limitHit(p.Limits, st, out, saidOOM, st.OOMKilled)
+		}
+		p.finish(st, out, werr, limit)
 	})
 	return nil
 }
@@ -168,6 +279,7 @@ func (p *Process) bootstrap() ([]byte, error) {
 		NArgs:    len(p.args),
 		Name:     p.Name,
 		Daemon:   p.Daemon,
+		Isolated: p.Isolated,
 		Identity: p.identity,
 		Parent:   self.info,
 	}
@@ -194,20 +306,26 @@ func (p *Process) bootstrap() ([]byte, error) {
 	return codec.Marshal(b)
 }
 
+const unreadableReport = "mp: unreadable report from child"
+
 // readOutcome reads the child's report; nil if the child ended without one.
-func readOutcome(r io.Reader) *outcome {
-	frame, err := spawn.ReadFrame(r)
+func readOutcome(r io.Reader, max int) *outcome {
+	frame, err := spawn.ReadFrameMax(r, max)
 	if err != nil {
+		if max < spawn.MaxFrame && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			// An isolated child that claimed more than it may send.
+			return &outcome{Message: unreadableReport + ": " + err.Error()}
+		}
 		return nil
 	}
 	var out outcome
 	if codec.Unmarshal(frame, &out) != nil {
-		return &outcome{Message: "mp: unreadable report from child"}
+		return &outcome{Message: unreadableReport}
 	}
 	return &out
 }
 
-func (p *Process) finish(st spawn.Status, out *outcome, werr error) {
+func (p *Process) finish(st spawn.Status, out *outcome, werr error, limit string) {
 	self.mu.Lock()
 	delete(self.children, p)
 	self.mu.Unlock()
@@ -223,6 +341,9 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error) {
 			pe.Message, pe.Panicked, pe.Stack = out.Message, out.Panicked, out.Stack
 		}
 		p.err = pe
+		if limit != "" {
+			p.err = &LimitError{Limit: limit, Value: p.Limits.value(limit), Process: pe}
+		}
 	}
 	close(p.done)
 }

@@ -26,14 +26,18 @@ func WriteFrame(w io.Writer, payload []byte) error {
 // ReadFrame reads one message written by WriteFrame. It returns io.EOF if the
 // stream ended cleanly before the message, and io.ErrUnexpectedEOF if it
 // ended inside one.
-func ReadFrame(r io.Reader) ([]byte, error) {
+func ReadFrame(r io.Reader) ([]byte, error) { return ReadFrameMax(r, MaxFrame) }
+
+// ReadFrameMax is ReadFrame for a message of at most max bytes, as read
+// from a peer that is not trusted with more.
+func ReadFrameMax(r io.Reader, max int) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	n := binary.LittleEndian.Uint32(hdr[:])
-	if n > MaxFrame {
-		return nil, fmt.Errorf("spawn: control message claims %d bytes, over the %d-byte limit", n, MaxFrame)
+	if int64(n) > int64(min(max, MaxFrame)) {
+		return nil, fmt.Errorf("spawn: control message claims %d bytes, over the %d-byte limit", n, min(max, MaxFrame))
 	}
 	// Grow as data arrives rather than trusting n up front.
 	buf := make([]byte, 0, min(int(n), 64<<10))

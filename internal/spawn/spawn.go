@@ -30,7 +30,7 @@
 // that live as long as the process. On that signal, or on EOF on the control
 // socket, the child prints why on stderr, kills its own subtree (its cgroup,
 // or else its children's groups and every descendant it can find in /proc),
-// then itself. See ../../doc.go for what stays out of reach.
+// then itself. mp.Process's documentation says what stays out of reach.
 package spawn
 
 import (
@@ -256,7 +256,6 @@ var live struct {
 // Start starts a child running this binary. The returned child has been
 // forked; it has not necessarily reached Init yet.
 func Start(req Request) (*Child, error) {
-	becomeSubreaper()
 	null, err := nullFd()
 	if err != nil {
 		return nil, fmt.Errorf("spawn: open /dev/null: %w", err)
@@ -354,6 +353,9 @@ func Start(req Request) (*Child, error) {
 		return nil, fmt.Errorf("spawn: pidfd: %w", err)
 	}
 	c.pidfd = os.NewFile(uintptr(pidfd), "pidfd")
+	// Only now: the reaping of adopted orphans tells the os package's
+	// children by their pidfds, which this kernel has just shown it gives.
+	becomeSubreaper()
 	// Limits the kernel keeps per process are set from here at once, so
 	// that they hold before the child's own packages initialise.
 	if err := c.setRlimits(); err != nil {

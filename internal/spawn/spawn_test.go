@@ -6,10 +6,14 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/multiproc/mp/internal/spawn"
 	"github.com/multiproc/mp/internal/supervise"
@@ -30,6 +34,17 @@ func TestMain(m *testing.M) {
 		frame, err := spawn.ReadFrame(inh.Ctl)
 		if err != nil {
 			os.Exit(102)
+		}
+		if string(frame) == "helper" || string(frame) == "helper-setsid" {
+			// A program the library did not start, in a session of its
+			// own or not: its pid is the reply.
+			cmd := exec.Command("sleep", "1000")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: string(frame) == "helper-setsid"}
+			if cmd.Start() != nil {
+				os.Exit(103)
+			}
+			spawn.WriteFrame(inh.Ctl, []byte(strconv.Itoa(cmd.Process.Pid)))
+			select {}
 		}
 		spawn.WriteFrame(inh.Ctl, frame)
 		if string(frame) == "block" {
@@ -152,4 +167,62 @@ func TestFrames(t *testing.T) {
 	if _, err := spawn.ReadFrame(strings.NewReader("ab")); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("truncated header: %v", err)
 	}
+}
+
+// helper starts a child that runs sleep and returns the child and a pidfd
+// on the sleep.
+func helper(t *testing.T, setsid bool) (*spawn.Child, int) {
+	t.Helper()
+	c, err := spawn.Start(spawn.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Kill(); c.Wait(); c.Ctl.Close() })
+	msg := "helper"
+	if setsid {
+		msg = "helper-setsid"
+	}
+	if err := spawn.WriteFrame(c.Ctl, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := spawn.ReadFrame(c.Ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(string(reply))
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return c, fd
+}
+
+func awaitGone(t *testing.T, pidfd int) {
+	t.Helper()
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}, 60000)
+		if err == unix.EINTR {
+			continue
+		}
+		if n == 0 {
+			t.Fatal("helper still alive a minute after its parent was killed")
+		}
+		return
+	}
+}
+
+// Without cgroups: the group kill on death reaches a helper in the child's
+// group, and Kill finds one that left it through /proc.
+func TestHelpersDieWithoutCgroups(t *testing.T) {
+	spawn.DisableCgroups()
+	c, fd := helper(t, false)
+	unix.Kill(c.Pid, unix.SIGKILL) // from outside
+	c.Wait()
+	awaitGone(t, fd)
+
+	c, fd = helper(t, true)
+	c.Kill()
+	c.Wait()
+	awaitGone(t, fd)
 }

@@ -82,6 +82,12 @@ func heldPids() map[int]bool {
 	return held
 }
 
+// ReapAdopted reaps the zombies among this process's children that nobody
+// in the process will wait for (see reapAdopted). It happens by itself when
+// a child exits; call it where a process that held a pidfd on such a
+// zombie has since closed it.
+func ReapAdopted() { reapAdopted() }
+
 // reapAdopted reaps the zombies among this process's children that nobody
 // in the process will wait for: orphans adopted as a subreaper. A child
 // that someone holds a pidfd for (a spawn child, an os/exec one) is left to
