@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,121 +223,17 @@ func (t *stderrTail) wait() bool {
 	return t.oom
 }
 
-// sharedIn returns the type of a value among vs that refers to the tree's
-// shared memory (a primitive of this package), or nil. It looks through
-// pointers, interfaces, exported struct fields, slices, arrays and maps,
-// visiting each pointer once; types that cannot hold a primitive are
-// skipped by type.
-func sharedIn(vs ...any) reflect.Type {
-	seen := map[uintptr]bool{}
-	var found reflect.Type
-	var walk func(v reflect.Value)
-	walk = func(v reflect.Value) {
-		if found != nil || !v.IsValid() {
-			return
-		}
-		t := v.Type()
-		if isPrimitiveType(t) {
-			found = t
-			return
-		}
-		if !mayHoldPrimitive(t) {
-			return
-		}
-		switch v.Kind() {
-		case reflect.Pointer:
-			if v.IsNil() || seen[v.Pointer()] {
-				return
-			}
-			seen[v.Pointer()] = true
-			walk(v.Elem())
-		case reflect.Interface:
-			walk(v.Elem())
-		case reflect.Struct:
-			for i := range v.NumField() {
-				if t.Field(i).IsExported() {
-					walk(v.Field(i))
-				}
-			}
-		case reflect.Slice, reflect.Array:
-			if v.Kind() == reflect.Slice {
-				if v.IsNil() || (v.Len() > 0 && seen[v.Pointer()]) {
-					return
-				}
-				if v.Len() > 0 {
-					seen[v.Pointer()] = true
-				}
-			}
-			for i := range v.Len() {
-				walk(v.Index(i))
-			}
-		case reflect.Map:
-			for it := v.MapRange(); it.Next(); {
-				walk(it.Key())
-				walk(it.Value())
-			}
+// sharedIn returns the kind of a primitive found among vs (see
+// primitivesIn), or "" if there is none.
+func sharedIn(vs ...any) string {
+	for _, v := range vs {
+		if hs := primitivesIn(v); len(hs) > 0 {
+			return hs[0].kind.String()
 		}
 	}
-	for _, x := range vs {
-		walk(reflect.ValueOf(x))
-	}
-	return found
+	return ""
 }
 
-var mpPkgPath = reflect.TypeFor[Process]().PkgPath()
-
-// isPrimitiveType reports whether t (or what it points to) is one of this
-// package's types that encode as a reference to shared memory.
-func isPrimitiveType(t reflect.Type) bool {
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.PkgPath() != mpPkgPath || t.Kind() != reflect.Struct {
-		return false
-	}
-	pt := reflect.PointerTo(t)
-	_, isBM := pt.MethodByName("MarshalBinary")
-	return isBM
-}
-
-var holdCache sync.Map // reflect.Type -> bool
-
-// mayHoldPrimitive reports whether a value of type t can refer to a
-// primitive, from the type alone.
-func mayHoldPrimitive(t reflect.Type) bool {
-	if v, ok := holdCache.Load(t); ok {
-		return v.(bool)
-	}
-	r := mayHold(t, map[reflect.Type]bool{})
-	holdCache.Store(t, r)
-	return r
-}
-
-func mayHold(t reflect.Type, visiting map[reflect.Type]bool) bool {
-	if isPrimitiveType(t) {
-		return true
-	}
-	if visiting[t] {
-		return false // the cycle's other members answer for it
-	}
-	visiting[t] = true
-	switch t.Kind() {
-	case reflect.Interface:
-		return true
-	case reflect.Pointer, reflect.Slice, reflect.Array:
-		return mayHold(t.Elem(), visiting)
-	case reflect.Map:
-		return mayHold(t.Key(), visiting) || mayHold(t.Elem(), visiting)
-	case reflect.Struct:
-		for i := range t.NumField() {
-			if f := t.Field(i); f.IsExported() && mayHold(f.Type, visiting) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func describeIsolated(name string, t reflect.Type) error {
-	return fmt.Errorf("%w: %s is given a %s", ErrIsolated, strconv.Quote(name), t)
+func describeIsolated(name, kind string) error {
+	return fmt.Errorf("%w: %s is given a %s", ErrIsolated, strconv.Quote(name), kind)
 }

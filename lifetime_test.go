@@ -104,7 +104,7 @@ func each(t *testing.T) func() {
 }
 
 func TestCloseGivesMemoryBack(t *testing.T) {
-	if !isolated(t) {
+	if !inOwnTree(t) {
 		return
 	}
 	each(t)() // the tables' own blocks are made on first use
@@ -194,11 +194,11 @@ func TestHandleOfAnotherTree(t *testing.T) {
 	}
 }
 
-// isolated runs the calling test again in a tree of its own, so that what
+// inOwnTree runs the calling test again in a tree of its own, so that what
 // other tests left for the garbage collector does not count, and reports
 // whether this is that run (the caller then does the work). env is added to
 // the new run's environment.
-func isolated(t *testing.T, env ...string) bool {
+func inOwnTree(t *testing.T, env ...string) bool {
 	t.Helper()
 	if os.Getenv("MP_TEST_ISOLATED") == t.Name() {
 		return true
@@ -235,7 +235,7 @@ func freshTree(t *testing.T, name string, env ...string) string {
 // given back fails at the 1,025th 8 KiB Array, the 511th Condition, the
 // 131,073rd Lock and the 18,725th Dict.
 func TestDroppedPrimitivesAreCollected(t *testing.T) {
-	if !isolated(t, "MULTIPROC_ARENA_SIZE=8M") {
+	if !inOwnTree(t, "MULTIPROC_ARENA_SIZE=8M") {
 		return
 	}
 	n := 20_000
@@ -263,7 +263,7 @@ func TestDroppedPrimitivesAreCollected(t *testing.T) {
 
 // Queues and pipes made and dropped by the thousand, closed or not.
 func TestQueuesAndPipesAreFreed(t *testing.T) {
-	if !isolated(t, "MULTIPROC_ARENA_SIZE=64M") {
+	if !inOwnTree(t, "MULTIPROC_ARENA_SIZE=64M") {
 		return
 	}
 	n := 10_000
@@ -330,7 +330,7 @@ func init() { mp.Register(holdAndWait, useLockTwice) }
 // TestKilledHolderReleases: what a SIGKILLed child held, the primitives it
 // made and its references to its parent's, is released by the survivors.
 func TestKilledHolderReleases(t *testing.T) {
-	if !isolated(t) {
+	if !inOwnTree(t) {
 		return
 	}
 	ctx := context.Background()
@@ -372,7 +372,7 @@ func TestKilledHolderReleases(t *testing.T) {
 // starting a child with it does not pull it from under the child; it is
 // freed when the child is done.
 func TestHandedOverThenClosed(t *testing.T) {
-	if !isolated(t) {
+	if !inOwnTree(t) {
 		return
 	}
 	ctx := context.Background()
@@ -401,7 +401,7 @@ func TestHandedOverThenClosed(t *testing.T) {
 // TestChildKilledBeforeDecoding: a child killed before it even decoded the
 // primitives it was started with leaves nothing behind.
 func TestChildKilledBeforeDecoding(t *testing.T) {
-	if !isolated(t) {
+	if !inOwnTree(t) {
 		return
 	}
 	ctx := context.Background()
@@ -427,7 +427,7 @@ func TestChildKilledBeforeDecoding(t *testing.T) {
 }
 
 func TestPoolRoundsGiveMemoryBack(t *testing.T) {
-	if !isolated(t) {
+	if !inOwnTree(t) {
 		return
 	}
 	ctx := context.Background()
@@ -491,7 +491,7 @@ func init() { mp.Register(killStormWorker) }
 // and pool workers, at random moments; at the end the arena holds exactly
 // what the parent still holds, and the allocator is consistent.
 func TestKillStorm(t *testing.T) {
-	if !isolated(t) {
+	if !inOwnTree(t) {
 		return
 	}
 	ctx := context.Background()
@@ -587,7 +587,7 @@ func init() { mp.Register(takeLockFromQueue) }
 // pipe lives until it is received, even if its sender lets go of it at
 // once; one left in a queue nobody reads is freed with the queue.
 func TestSentPrimitiveOutlivesSender(t *testing.T) {
-	if !isolated(t) {
+	if !inOwnTree(t) {
 		return
 	}
 	ctx := context.Background()

@@ -191,8 +191,8 @@ func (p *Process) Start() error {
 		if err := p.Limits.check(); err != nil {
 			return err
 		}
-		if t := sharedIn(append([]any{p.fn}, p.args...)...); t != nil {
-			return describeIsolated(p.Name, t)
+		if k := sharedIn(append([]any{p.fn}, p.args...)...); k != "" {
+			return describeIsolated(p.Name, k)
 		}
 		req.Isolated, req.Limits = true, p.Limits.spawn()
 	} else if p.Limits != (Limits{}) {
