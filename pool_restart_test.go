@@ -57,3 +57,34 @@ func TestPoolNoRestartStorm(t *testing.T) {
 		})
 	}
 }
+
+func dieOnFive(x int) int {
+	if x == 5 {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	return x * x
+}
+
+func init() { mp.Register(dieOnFive) }
+
+// TestPoolResultsBeforeADeathArrive: the result a worker sent just
+// before it died is delivered, not lost with it (the parent closed the
+// pipe under its receiver, which then dropped what was left in it). A
+// race: many rounds make it show.
+func TestPoolResultsBeforeADeathArrive(t *testing.T) {
+	p := newPool(t, 1)
+	ctx := within(t)
+	for round := range 200 {
+		got, err := mp.Map[int](ctx, p, dieOnFive, ints(10), mp.ChunkSize(5))
+		me := mapFailures(t, err, []int{5, 6, 7, 8, 9})
+		if !errors.Is(me.Errs[0], mp.ErrWorkerLost) {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for i := range 5 {
+			if got[i] != i*i {
+				t.Fatalf("round %d: item %d = %d", round, i, got[i])
+			}
+		}
+	}
+	closeAndJoin(t, p)
+}
