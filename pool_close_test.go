@@ -56,11 +56,11 @@ func TestPoolCloseRunsQueuedWork(t *testing.T) {
 		quota int // tasks per child, 0: no limit
 	}{
 		{"Pool(2)", 3000, nil, 0},
-		// One worker per task. 200, not 3,000: until a closed pipe gives
+		// One worker per task. 100, not 3,000: until a closed pipe gives
 		// its shared memory back, each worker's pipe stays in the arena
 		// for the life of the test binary (and -count=5 runs this five
 		// times in one arena).
-		{"MaxTasksPerChild(1)", 200, []mp.PoolOption{mp.WithMaxTasksPerChild(1)}, 1},
+		{"MaxTasksPerChild(1)", 100, []mp.PoolOption{mp.WithMaxTasksPerChild(1)}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPool(t, 2, tc.opts...)

@@ -1,6 +1,7 @@
 package mp_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -58,32 +59,54 @@ func TestPoolNoRestartStorm(t *testing.T) {
 	}
 }
 
-func dieOnFive(x int) int {
-	if x == 5 {
+// pidThenDieOnTwo reports its pid for x == 0 and kills its process for
+// x == 2.
+func pidThenDieOnTwo(q *mp.Queue[int], x int) (int, error) {
+	switch x {
+	case 0:
+		if err := q.Put(context.Background(), os.Getpid()); err != nil {
+			return 0, err
+		}
+	case 2:
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
-	return x * x
+	return x * x, nil
 }
 
-func init() { mp.Register(dieOnFive) }
+func init() { mp.Register(pidThenDieOnTwo) }
 
 // TestPoolResultsBeforeADeathArrive: the result a worker sent just
 // before it died is delivered, not lost with it (the parent closed the
-// pipe under its receiver, which then dropped what was left in it). A
-// race: many rounds make it show.
+// pipe under its receiver, which then dropped what was left in it). The
+// receiver is held, by Map's Progress callback, until the worker is gone,
+// with the last result still in the pipe.
 func TestPoolResultsBeforeADeathArrive(t *testing.T) {
 	p := newPool(t, 1)
 	ctx := within(t)
-	for round := range 200 {
-		got, err := mp.Map[int](ctx, p, dieOnFive, ints(10), mp.ChunkSize(5))
-		me := mapFailures(t, err, []int{5, 6, 7, 8, 9})
-		if !errors.Is(me.Errs[0], mp.ErrWorkerLost) {
-			t.Fatalf("round %d: %v", round, err)
-		}
-		for i := range 5 {
-			if got[i] != i*i {
-				t.Fatalf("round %d: item %d = %d", round, i, got[i])
+	q, err := mp.NewQueue[int](0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	args := [][]any{{q, 0}, {q, 1}, {q, 2}}
+	for round := range 20 {
+		hold := func(done, total int) {
+			if done != 1 {
+				return
 			}
+			// Task 0 is done; task 1 answers and task 2 kills the worker
+			// meanwhile.
+			id, err := q.Get(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			waitGone(t, ctx, []int{id})
+		}
+		got, err := mp.Starmap[int](ctx, p, pidThenDieOnTwo, args, mp.ChunkSize(1), mp.Progress(hold))
+		me := mapFailures(t, err, []int{2})
+		if !errors.Is(me.Errs[0], mp.ErrWorkerLost) || got[1] != 1 {
+			t.Fatalf("round %d: %v, %v", round, got, err)
 		}
 	}
 	closeAndJoin(t, p)
