@@ -1,6 +1,7 @@
 package mp_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -56,4 +57,57 @@ func TestPoolNoRestartStorm(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pidThenDieOnTwo reports its pid for x == 0 and kills its process for
+// x == 2.
+func pidThenDieOnTwo(q *mp.Queue[int], x int) (int, error) {
+	switch x {
+	case 0:
+		if err := q.Put(context.Background(), os.Getpid()); err != nil {
+			return 0, err
+		}
+	case 2:
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	return x * x, nil
+}
+
+func init() { mp.Register(pidThenDieOnTwo) }
+
+// TestPoolResultsBeforeADeathArrive: the result a worker sent just
+// before it died is delivered, not lost with it (the parent closed the
+// pipe under its receiver, which then dropped what was left in it). The
+// receiver is held, by Map's Progress callback, until the worker is gone,
+// with the last result still in the pipe.
+func TestPoolResultsBeforeADeathArrive(t *testing.T) {
+	p := newPool(t, 1)
+	ctx := within(t)
+	q, err := mp.NewQueue[int](0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	args := [][]any{{q, 0}, {q, 1}, {q, 2}}
+	for round := range 20 {
+		hold := func(done, total int) {
+			if done != 1 {
+				return
+			}
+			// Task 0 is done; task 1 answers and task 2 kills the worker
+			// meanwhile.
+			id, err := q.Get(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			waitGone(t, ctx, []int{id})
+		}
+		got, err := mp.Starmap[int](ctx, p, pidThenDieOnTwo, args, mp.ChunkSize(1), mp.Progress(hold))
+		me := mapFailures(t, err, []int{2})
+		if !errors.Is(me.Errs[0], mp.ErrWorkerLost) || got[1] != 1 {
+			t.Fatalf("round %d: %v, %v", round, got, err)
+		}
+	}
+	closeAndJoin(t, p)
 }

@@ -113,7 +113,7 @@ func (w *worker) run() {
 }
 
 // send gives the worker tasks while it has room for them, and tells it to
-// exit (by closing the pipe) once it should retire.
+// exit (by closing its direction of the pipe) once it should retire.
 func (w *worker) send() {
 	p := w.p
 	room := func() bool { return !w.dead && w.quota != 0 && len(w.inflight) < p.cfg.window }
@@ -134,9 +134,15 @@ func (w *worker) send() {
 			if j != nil {
 				p.requeueLocked([]*job{j})
 			}
-			w.retired = !w.dead
+			dead := w.dead
+			w.retired = !dead
 			p.mu.Unlock()
-			w.conn.Close()
+			if !dead {
+				// The worker reads what it was given, then EOF, and
+				// exits. Only this direction closes: results still to
+				// come are read until it is gone (settle closes the rest).
+				w.conn.send.Close()
+			}
 			return
 		}
 		w.inflight = append(w.inflight, j)
