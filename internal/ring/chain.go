@@ -497,8 +497,20 @@ func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte
 	msg, err := r.TryGetWith(dst, copyOut)
 	for err == ErrEmpty {
 		s := r.get.Load()
+		tries := 0
+		var scanned time.Time
 		if werr := r.park(ctx, s.getGate, s.notEmpty, s.getWaiter, func() bool {
 			msg, err = r.TryGetWith(dst, copyOut)
+			if tries++; err == ErrEmpty && tries > spinTries {
+				// Waiting on the futex: look for messages a corrupt head
+				// left behind, once a poll interval.
+				if now := time.Now(); now.Sub(scanned) >= poll {
+					scanned = now
+					if serr := s.scanBehind(); serr != nil {
+						msg, err = nil, serr
+					}
+				}
+			}
 			return err != ErrEmpty || r.get.Load() != s
 		}); werr != nil {
 			return nil, werr
