@@ -36,6 +36,10 @@ type Ring struct {
 	idle func()
 }
 
+// idleScan is how many cells behind head a blocked Get looks at each poll
+// interval for messages a corrupt head left behind.
+const idleScan = 4096
+
 // maxSegments bounds the walk along a chain, against a corrupt link that
 // makes a cycle: no arena holds that many segments.
 const maxSegments = 1 << 12
@@ -506,7 +510,7 @@ func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte
 				// left behind, once a poll interval.
 				if now := time.Now(); now.Sub(scanned) >= poll {
 					scanned = now
-					if serr := s.scanBehind(); serr != nil {
+					if serr := s.scanBehind(idleScan); serr != nil {
 						msg, err = nil, serr
 					}
 				}

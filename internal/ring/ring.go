@@ -485,7 +485,7 @@ func (r *seg) tryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 		case done:
 			return msg, err
 		case closed:
-			if err := r.scanBehind(); err != nil {
+			if err := r.scanBehind(r.capacity); err != nil {
 				return nil, err
 			}
 			return nil, ErrClosed
@@ -498,12 +498,12 @@ func (r *seg) tryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 // message of a position that head has passed, which a ring never has, as
 // head passes a position only once its cell is claimed. It is the one sign
 // of a head moved forward by a stray write, which otherwise loses the
-// messages it skipped without a trace. It looks at every cell, so it is
-// done only when a consumer finds the segment drained for good, or has
-// waited on it for a poll interval.
-func (r *seg) scanBehind() error {
+// messages it skipped without a trace. It looks at up to n cells behind
+// head, so it is done only when a consumer finds the segment drained for
+// good (all of them), or has waited on it for a poll interval (a few).
+func (r *seg) scanBehind(n uint64) error {
 	h := atomic.LoadUint64(r.head)
-	for i := uint64(1); i <= r.capacity && i <= h; i++ {
+	for i := uint64(1); i <= min(n, r.capacity) && i <= h; i++ {
 		pos := h - i
 		if atomic.LoadUint64(&r.cell(pos).state) == mkState(uint32(pos+1), 0) {
 			return fmt.Errorf("%w: a message at position %d, behind head %d, in a ring of %d cells",

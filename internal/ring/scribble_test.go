@@ -262,3 +262,37 @@ func useScribbled(r *Ring) string {
 	}
 	return fmt.Sprintf("%d of %d messages missing, no error (Lost %d, Skipped %d)", missing, scribbleMsgs-3, r.Lost(), r.Skipped())
 }
+
+// TestHeadMovedForward: a head moved forward over messages (the one
+// corruption the cells at head and tail cannot show) is found by a Get
+// that blocks, within a poll interval, and by one that finds the ring
+// closed and drained: ErrCorrupt, not a wait for the context or a quiet
+// ErrClosed.
+func TestHeadMovedForward(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		a := newArena(t, 4<<20)
+		r := newRing(t, a, 64, DefaultInline)
+		ctx := timeout(t)
+		for seq := range uint64(10) {
+			if err := r.Put(ctx, makeMsg(nil, 0, seq, 30)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		atomic.AddUint64(r.root.head, 5)
+		if closeFirst {
+			r.Close()
+		}
+		for seq := uint64(5); seq < 10; seq++ {
+			m, err := r.Get(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, s, _ := checkMsg(m); s != seq {
+				t.Fatalf("got %d, want %d", s, seq)
+			}
+		}
+		if _, err := r.Get(ctx, nil); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("closed %v: Get after the messages past head = %v, want ErrCorrupt", closeFirst, err)
+		}
+	}
+}
