@@ -557,7 +557,10 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 			// Claimed by another consumer already (or head is stale). A
 			// cell of position pos has seq pos or pos+1; one a lap on
 			// only if head has moved on since it was read.
-			if (uint32(d)+1)&uint32(r.mask) > 1 || (d >= int32(r.capacity) && atomic.LoadUint64(r.head) == pos) {
+			// Nor is it free for the next lap while head is still at pos:
+			// whoever takes or recovers a cell moves head on first.
+			if (uint32(d)+1)&uint32(r.mask) > 1 ||
+				((d >= int32(r.capacity) || (d == int32(r.capacity)-1 && owner == 0)) && atomic.LoadUint64(r.head) == pos) {
 				return nil, done, 0, 0, r.corrupt("get", pos, st)
 			}
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
