@@ -17,8 +17,9 @@ import (
 // PipeSize is how many messages a pipe holds in each direction before Send
 // blocks.
 //
-// A pipe takes shared memory as it fills: an idle duplex pipe takes 12 KiB
-// of the arena (8 KiB for a one-way pipe), of which a few KiB are touched.
+// A pipe takes shared memory as it fills: an idle duplex pipe takes about
+// 12 KiB of the arena (8 KiB for a one-way pipe), of which a few KiB are
+// touched.
 // Each direction's buffer grows by doubling, from 16 messages, when more
 // messages are queued at once than it holds: to hold PipeSize, it takes
 // 508 KiB of the arena, about 130 KiB of it touched (the arena is sparse:

@@ -75,8 +75,8 @@ const DefaultQueueSize = 1 << 15
 // instead let the queue take an item beyond maxsize, until it next
 // empties.)
 //
-// Memory: an idle unbounded queue (maxsize <= 0) takes 8 KiB of the
-// arena, of which a few KiB are touched. Its ring grows by doubling, from
+// Memory: an idle unbounded queue (maxsize <= 0) takes about 8 KiB of
+// the arena, of which a few KiB are touched. Its ring grows by doubling, from
 // 16 items, when more items are queued at once than it holds, and keeps
 // what it took until the queue is destroyed: RAM of about 128 bytes per
 // item of the most it ever held at once, and arena space of up to four
