@@ -70,8 +70,8 @@ func TestScribbleRing(t *testing.T) {
 	trials := 500
 	if os.Getenv("MULTIPROC_LONG") == "1" {
 		trials = 2000
-	} else if testing.Short() {
-		trials = 40
+	} else if testing.Short() || raceEnabled {
+		trials = 100 // the race detector makes each trial some 30 times slower
 	}
 	const batch = 50
 	seed := uint64(time.Now().UnixNano())
