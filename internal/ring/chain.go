@@ -271,8 +271,20 @@ func (r *Ring) PutPair(ctx context.Context, head, body []byte) error {
 		if ok {
 			return err
 		}
+		tries := 0
+		var checked time.Time
 		if werr := r.park(ctx, w.putGate, w.notFull, w.putWaiter, func() bool {
 			ok, err, _, _ = r.putSlow(head, body)
+			if tries++; !ok && tries > spinTries {
+				// Waiting on the futex: look for corrupt indices that
+				// would keep the ring full for good, once a poll interval.
+				if now := time.Now(); now.Sub(checked) >= poll {
+					checked = now
+					if cerr := w.checkStalled(idleScan); cerr != nil {
+						ok, err = true, cerr
+					}
+				}
+			}
 			return ok || r.putTarget() != w
 		}); werr != nil {
 			return werr
@@ -506,11 +518,12 @@ func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte
 		if werr := r.park(ctx, s.getGate, s.notEmpty, s.getWaiter, func() bool {
 			msg, err = r.TryGetWith(dst, copyOut)
 			if tries++; err == ErrEmpty && tries > spinTries {
-				// Waiting on the futex: look for messages a corrupt head
-				// left behind, once a poll interval.
+				// Waiting on the futex: look for corrupt indices (and
+				// messages a corrupt head left behind), once a poll
+				// interval.
 				if now := time.Now(); now.Sub(scanned) >= poll {
 					scanned = now
-					if serr := s.scanBehind(idleScan); serr != nil {
+					if serr := s.checkStalled(idleScan); serr != nil {
 						msg, err = nil, serr
 					}
 				}

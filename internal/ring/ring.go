@@ -455,12 +455,6 @@ func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 			if owner != 0 {
 				return busy, pos, st, nil
 			}
-			// A message of the previous lap: head cannot be past it.
-			if h := atomic.LoadUint64(r.head); int64(h-(pos-r.capacity)) > 0 && atomic.LoadUint64(&c.state) == st &&
-				atomic.LoadUint64(r.tail) == pos {
-				return done, 0, 0, fmt.Errorf("%w: head %d is past the message at %d of a ring of %d cells",
-					ErrCorrupt, h, pos-r.capacity, r.capacity)
-			}
 			return full, 0, 0, nil
 		}
 	}
@@ -485,13 +479,44 @@ func (r *seg) tryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 		case done:
 			return msg, err
 		case closed:
-			if err := r.scanBehind(r.capacity); err != nil {
+			if err := r.checkStalled(r.capacity); err != nil {
 				return nil, err
 			}
 			return nil, ErrClosed
 		}
 		return nil, ErrEmpty
 	}
+}
+
+// checkStalled looks for the signs of corrupt indices that the cells at
+// head and tail cannot show by themselves, and that would stall the ring
+// or lose messages without a trace: a free cell at head with tail past it
+// (tail moves past a position only once its cell is claimed, and a
+// claimed cell is never free for the same lap again), a message of the
+// previous lap at tail with head past it, and messages behind head (see
+// scanBehind, to which n is passed). It loads words the other side
+// writes, so it is kept off the paths that spin: it runs when a consumer
+// finds the segment drained for good, and once a poll interval while a
+// put or get is blocked.
+func (r *seg) checkStalled(n uint64) error {
+	pos := atomic.LoadUint64(r.head)
+	c := r.cell(pos)
+	if st := atomic.LoadUint64(&c.state); st == mkState(uint32(pos), 0) {
+		if t := atomic.LoadUint64(r.tail); int64(t-pos) > 0 && atomic.LoadUint64(&c.state) == st &&
+			atomic.LoadUint64(r.head) == pos {
+			return fmt.Errorf("%w: tail %d is past the free cell at head %d", ErrCorrupt, t, pos)
+		}
+	}
+	pos = atomic.LoadUint64(r.tail)
+	c = r.cell(pos)
+	if st := atomic.LoadUint64(&c.state); st == mkState(uint32(pos-r.capacity+1), 0) {
+		if h := atomic.LoadUint64(r.head); int64(h-(pos-r.capacity)) > 0 && atomic.LoadUint64(&c.state) == st &&
+			atomic.LoadUint64(r.tail) == pos {
+			return fmt.Errorf("%w: head %d is past the message at %d of a ring of %d cells",
+				ErrCorrupt, h, pos-r.capacity, r.capacity)
+		}
+	}
+	return r.scanBehind(n)
 }
 
 // scanBehind looks for a message left behind head: a cell holding the
@@ -584,12 +609,6 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 					return nil, closed, 0, 0, nil
 				}
 				return nil, busy, pos, st, nil
-			}
-			// Free: tail moves past pos only once its cell is claimed,
-			// and a claimed cell is never free for the same lap again.
-			if t := atomic.LoadUint64(r.tail); int64(t-pos) > 0 && atomic.LoadUint64(&c.state) == st &&
-				atomic.LoadUint64(r.head) == pos {
-				return nil, done, 0, 0, fmt.Errorf("%w: tail %d is past the free cell at head %d", ErrCorrupt, t, pos)
 			}
 			if isClosed {
 				return nil, closed, 0, 0, nil
