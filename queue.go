@@ -77,15 +77,16 @@ const DefaultQueueSize = 1 << 15
 // instead let the queue take an item beyond maxsize, until it next
 // empties.)
 //
-// Memory: a queue takes shared memory as it fills, and keeps what it took
-// until it is destroyed. An idle unbounded queue (maxsize <= 0) takes 8
-// KiB of the arena, about 2.5 KiB of it touched; as items are put, its
-// ring grows by doubling, at about 128 bytes per item of the most it
-// ever held at once (256 bytes in the worst case), plus, for items whose
-// encoding exceeds 96 bytes, a block for each item queued. A bounded queue
-// (maxsize > 0) takes its ring for maxsize items at once: about 128 bytes
-// per item of maxsize rounded up to a power of two, plus 4 KiB, touched
-// as it is used.
+// Memory: an idle unbounded queue (maxsize <= 0) takes about 8 KiB of
+// the arena, of which a few KiB are touched. Its ring grows by doubling, from
+// 16 items, when more items are queued at once than it holds, and keeps
+// what it took until the queue is destroyed: RAM of about 128 bytes per
+// item of the most it ever held at once, and arena space of up to four
+// times that (the arena is sparse: space never written costs no RAM). A
+// bounded queue (maxsize > 0) takes its ring for maxsize items at once:
+// 4 KiB plus 256 bytes of arena per item of maxsize rounded up to a power
+// of two, touched as it is used. Items whose encoding exceeds 96 bytes take
+// a block each while queued.
 //
 // Blocked Puts and Gets park their goroutines without holding OS threads.
 // A Queue may be passed to child processes as an argument, inside a struct,

@@ -36,6 +36,10 @@ type Ring struct {
 	idle func()
 }
 
+// idleScan is how many cells behind head a blocked Get looks at each poll
+// interval for messages a corrupt head left behind.
+const idleScan = 4096
+
 // maxSegments bounds the walk along a chain, against a corrupt link that
 // makes a cycle: no arena holds that many segments.
 const maxSegments = 1 << 12
@@ -267,8 +271,20 @@ func (r *Ring) PutPair(ctx context.Context, head, body []byte) error {
 		if ok {
 			return err
 		}
+		tries := 0
+		var checked time.Time
 		if werr := r.park(ctx, w.putGate, w.notFull, w.putWaiter, func() bool {
 			ok, err, _, _ = r.putSlow(head, body)
+			if tries++; !ok && tries > spinTries {
+				// Waiting on the futex: look for corrupt indices that
+				// would keep the ring full for good, once a poll interval.
+				if now := time.Now(); now.Sub(checked) >= poll {
+					checked = now
+					if cerr := w.checkStalled(idleScan); cerr != nil {
+						ok, err = true, cerr
+					}
+				}
+			}
 			return ok || r.putTarget() != w
 		}); werr != nil {
 			return werr
@@ -497,8 +513,21 @@ func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte
 	msg, err := r.TryGetWith(dst, copyOut)
 	for err == ErrEmpty {
 		s := r.get.Load()
+		tries := 0
+		var scanned time.Time
 		if werr := r.park(ctx, s.getGate, s.notEmpty, s.getWaiter, func() bool {
 			msg, err = r.TryGetWith(dst, copyOut)
+			if tries++; err == ErrEmpty && tries > spinTries {
+				// Waiting on the futex: look for corrupt indices (and
+				// messages a corrupt head left behind), once a poll
+				// interval.
+				if now := time.Now(); now.Sub(scanned) >= poll {
+					scanned = now
+					if serr := s.checkStalled(idleScan); serr != nil {
+						msg, err = nil, serr
+					}
+				}
+			}
 			return err != ErrEmpty || r.get.Load() != s
 		}); werr != nil {
 			return nil, werr

@@ -10,7 +10,7 @@ import (
 
 // Destroy frees the ring at off and every block it owns: the out-of-line
 // blocks of the messages still in it, the spare blocks kept in its cells,
-// and the ring's own block, last. It is for when no process uses the ring
+// the segments it grew (last first), and its first block, at off, last. It is for when no process uses the ring
 // any more (no handle on it is used again, in any process).
 //
 // Destroy is restartable: a process killed at any point inside it leaves

@@ -5,9 +5,10 @@
 //
 // # Layout
 //
-// A ring is one arena block: a header of 512 bytes (magic, geometry,
-// closed flag, counters, and the tail, head and futex words each on a
-// cache line of its own) followed by capacity cells of cellSize bytes:
+// A ring is a chain of segments, each one arena block: a header of 512
+// bytes (magic, geometry, sealed and closed flags, counters, the link to
+// the next segment, and the tail, head and futex words each on a cache
+// line of its own) followed by capacity cells of cellSize bytes:
 //
 //	0   state  uint64  sequence (low 32 bits) | owner tag (high 32 bits)
 //	8   len    uint32  message length
@@ -34,6 +35,31 @@
 // killed in between leaks it. The cell size is chosen at New (NewSized):
 // a ring meant for 4 KiB messages should have cells big enough to hold them
 // inline, which avoids three arena lock acquisitions per message.
+//
+// # Growth
+//
+// A ring made by New or NewSized has one segment. One made by NewGrowing
+// starts with a segment of FirstCapacity cells; a producer that finds the
+// last segment full, when the ring's limit allows, makes the next one,
+// twice as big: it takes the segment's grow word with its owner tag (a
+// dead owner's word may be taken over), allocates the block with AllocTo
+// into the segment's next word (so the block is linked in the same step as
+// it is allocated), lays it out (the magic last; laying out is repeated
+// by whoever takes over from a dead maker), and then seals the full
+// segment. Puts that find a segment sealed move on to the next; whoever
+// finds a next segment seals the one before it first, so that no put goes
+// to a segment after one has gone to the next. Consumers drain a sealed
+// segment before moving on, so each producer's messages keep their order.
+// Close marks the first segment's closed word, then seals every segment;
+// a producer that links a segment checks the word afterwards and seals
+// the new one too, so no put succeeds after Close has returned.
+//
+// With a limit, the messages of the sealed segments still being drained
+// count against the new segment's capacity, so a ring never holds more
+// than its limit (but for puts racing for the last cells). Segments are
+// never freed before Destroy, which frees them last first: a segment is
+// only ever reached through the link to it, and no process uses the ring
+// by then. The memory of a ring is thus that of its busiest moment.
 //
 // # Algorithm
 //
@@ -112,4 +138,18 @@
 // big enough for the length, makes Get return an error wrapping ErrCorrupt
 // (the cell is released, the suspicious block is not freed). Nothing read
 // from shared memory is used to size an allocation before it is validated.
+//
+// The indices and cell states are checked on the paths that do not take a
+// message (contention, empty, full), which cost nothing when a put or get
+// succeeds at once: a cell whose sequence is not that of its index, or is
+// more than a lap from an unchanged head or tail; a free cell at head
+// with tail past it; a message of the previous lap with head past it; a
+// segment sealed while the ring is not closed. Each gives ErrCorrupt to
+// the caller, and again to every later one, rather than losing messages
+// or walking 2^31 cells. A head moved forward over messages leaves them
+// behind it, which consumers look for when a segment is drained for good
+// and once a poll interval while blocked. Geometry is read once, at Open,
+// and checked against the block. A scribbled owner tag looks like a claim
+// by a dead process: the message is passed over and counted in Lost once
+// recovered. A ring does not checksum payloads.
 package ring

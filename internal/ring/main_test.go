@@ -116,6 +116,13 @@ func childMain(role, arg string) int {
 		fmt.Fprintf(os.Stderr, "child %d (%s %s): %v\n", os.Getpid(), role, arg, err)
 		return 3
 	}
+	if role == "scribble" {
+		os.Stdout.Write([]byte{'r'})
+		if err := scribbleMain(a, arg); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
 	var off shm.Offset
 	var id uint32
 	var count, mode, point, nth int

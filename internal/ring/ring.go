@@ -455,12 +455,6 @@ func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 			if owner != 0 {
 				return busy, pos, st, nil
 			}
-			// A message of the previous lap: head cannot be past it.
-			if h := atomic.LoadUint64(r.head); int64(h-(pos-r.capacity)) > 0 && atomic.LoadUint64(&c.state) == st &&
-				atomic.LoadUint64(r.tail) == pos {
-				return done, 0, 0, fmt.Errorf("%w: head %d is past the message at %d of a ring of %d cells",
-					ErrCorrupt, h, pos-r.capacity, r.capacity)
-			}
 			return full, 0, 0, nil
 		}
 	}
@@ -485,10 +479,63 @@ func (r *seg) tryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 		case done:
 			return msg, err
 		case closed:
+			if err := r.checkStalled(r.capacity); err != nil {
+				return nil, err
+			}
 			return nil, ErrClosed
 		}
 		return nil, ErrEmpty
 	}
+}
+
+// checkStalled looks for the signs of corrupt indices that the cells at
+// head and tail cannot show by themselves, and that would stall the ring
+// or lose messages without a trace: a free cell at head with tail past it
+// (tail moves past a position only once its cell is claimed, and a
+// claimed cell is never free for the same lap again), a message of the
+// previous lap at tail with head past it, and messages behind head (see
+// scanBehind, to which n is passed). It loads words the other side
+// writes, so it is kept off the paths that spin: it runs when a consumer
+// finds the segment drained for good, and once a poll interval while a
+// put or get is blocked.
+func (r *seg) checkStalled(n uint64) error {
+	pos := atomic.LoadUint64(r.head)
+	c := r.cell(pos)
+	if st := atomic.LoadUint64(&c.state); st == mkState(uint32(pos), 0) {
+		if t := atomic.LoadUint64(r.tail); int64(t-pos) > 0 && atomic.LoadUint64(&c.state) == st &&
+			atomic.LoadUint64(r.head) == pos {
+			return fmt.Errorf("%w: tail %d is past the free cell at head %d", ErrCorrupt, t, pos)
+		}
+	}
+	pos = atomic.LoadUint64(r.tail)
+	c = r.cell(pos)
+	if st := atomic.LoadUint64(&c.state); st == mkState(uint32(pos-r.capacity+1), 0) {
+		if h := atomic.LoadUint64(r.head); int64(h-(pos-r.capacity)) > 0 && atomic.LoadUint64(&c.state) == st &&
+			atomic.LoadUint64(r.tail) == pos {
+			return fmt.Errorf("%w: head %d is past the message at %d of a ring of %d cells",
+				ErrCorrupt, h, pos-r.capacity, r.capacity)
+		}
+	}
+	return r.scanBehind(n)
+}
+
+// scanBehind looks for a message left behind head: a cell holding the
+// message of a position that head has passed, which a ring never has, as
+// head passes a position only once its cell is claimed. It is the one sign
+// of a head moved forward by a stray write, which otherwise loses the
+// messages it skipped without a trace. It looks at up to n cells behind
+// head, so it is done only when a consumer finds the segment drained for
+// good (all of them), or has waited on it for a poll interval (a few).
+func (r *seg) scanBehind(n uint64) error {
+	h := atomic.LoadUint64(r.head)
+	for i := uint64(1); i <= min(n, r.capacity) && i <= h; i++ {
+		pos := h - i
+		if atomic.LoadUint64(&r.cell(pos).state) == mkState(uint32(pos+1), 0) {
+			return fmt.Errorf("%w: a message at position %d, behind head %d, in a ring of %d cells",
+				ErrCorrupt, pos, h, r.capacity)
+		}
+	}
+	return nil
 }
 
 // ready reports whether a message is ready at the head of the segment,
@@ -535,7 +582,10 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 			// Claimed by another consumer already (or head is stale). A
 			// cell of position pos has seq pos or pos+1; one a lap on
 			// only if head has moved on since it was read.
-			if (uint32(d)+1)&uint32(r.mask) > 1 || (d >= int32(r.capacity) && atomic.LoadUint64(r.head) == pos) {
+			// Nor is it free for the next lap while head is still at pos:
+			// whoever takes or recovers a cell moves head on first.
+			if (uint32(d)+1)&uint32(r.mask) > 1 ||
+				((d >= int32(r.capacity) || (d == int32(r.capacity)-1 && owner == 0)) && atomic.LoadUint64(r.head) == pos) {
 				return nil, done, 0, 0, r.corrupt("get", pos, st)
 			}
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
@@ -559,12 +609,6 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 					return nil, closed, 0, 0, nil
 				}
 				return nil, busy, pos, st, nil
-			}
-			// Free: tail moves past pos only once its cell is claimed,
-			// and a claimed cell is never free for the same lap again.
-			if t := atomic.LoadUint64(r.tail); int64(t-pos) > 0 && atomic.LoadUint64(&c.state) == st &&
-				atomic.LoadUint64(r.head) == pos {
-				return nil, done, 0, 0, fmt.Errorf("%w: tail %d is past the free cell at head %d", ErrCorrupt, t, pos)
 			}
 			if isClosed {
 				return nil, closed, 0, 0, nil
