@@ -540,9 +540,18 @@ func TestShutdownContextBoundsTheWait(t *testing.T) {
 
 func init() {
 	scenarios["forgot Shutdown"] = func(dir string) error {
-		p := mp.NewProcess(blockForever)
+		running := filepath.Join(dir, "running")
+		p := mp.NewProcess(markThenBlock, running)
 		if err := p.Start(); err != nil {
 			return err
+		}
+		// The child is running its function (not still starting up, when
+		// it could not yet say anything) before main returns.
+		for {
+			if _, err := os.Stat(running); err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
 		}
 		if err := writeFile(filepath.Join(dir, "pid-"+strconv.Itoa(p.Pid())), ""); err != nil {
 			return err
@@ -556,6 +565,16 @@ func init() {
 		return nil // main returns, without mp.Shutdown
 	}
 }
+
+// markThenBlock creates the file path, then blocks forever.
+func markThenBlock(path string) error {
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		return err
+	}
+	select {}
+}
+
+func init() { mp.Register(markThenBlock) }
 
 func TestForgettingShutdownIsLoud(t *testing.T) {
 	dir := t.TempDir()
