@@ -329,10 +329,11 @@ func (s Store) newEntry(hash uint64, key, val []byte) (uint64, error) {
 // entryHash reads the hash of the entry block at off, which a probe
 // compares before anything else.
 func (s Store) entryHash(off uint64) (uint64, error) {
-	if off%64 != 0 || !s.a.Contains(shm.Offset(off), entryHeader) {
+	h, ok := s.a.Load64(shm.Offset(off))
+	if !ok || off%64 != 0 {
 		return 0, s.corrupt("entry offset %#x", off)
 	}
-	return binary.LittleEndian.Uint64(s.a.Bytes(shm.Offset(off), 8)) ^ s.seal(), nil
+	return h ^ s.seal(), nil
 }
 
 // entry reads the entry block at off. Its lengths must fit the block, so
