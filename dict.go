@@ -31,6 +31,11 @@ import (
 //
 // A Dict may be passed to child processes as an argument, inside a struct
 // or through a queue. Its memory lives as long as the process tree.
+//
+// A Dict whose shared memory another process damaged (a faulty child
+// writing where it should not) makes its calls fail with ErrCorrupt; it
+// never panics, hangs or touches other objects' memory, and a panic in
+// Update's function leaves it unlocked.
 type Dict[K comparable, V any] struct {
 	h   handle
 	m   mutex

@@ -25,9 +25,9 @@ import (
 // for CI, more with MULTIPROC_LONG=1.
 func faultTrials() int {
 	if os.Getenv("MULTIPROC_LONG") != "" {
-		return 2000
+		return 5000
 	}
-	return 200
+	return 500
 }
 
 // faultDeadline bounds every call on a damaged object: far beyond what any

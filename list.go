@@ -19,7 +19,8 @@ import (
 // when the call runs: out of range is the error ErrOutOfRange, not a panic.
 //
 // A List may be passed to child processes as an argument, inside a struct
-// or through a queue. Its memory lives as long as the process tree.
+// or through a queue. Its memory lives as long as the process tree. Like a
+// Dict, a List damaged by another process fails its calls with ErrCorrupt.
 type List[T any] struct {
 	h handle
 	m mutex

@@ -72,6 +72,24 @@ func running(pid int) (start uint64, ok bool) {
 	return start, state != 'Z' && state != 'X'
 }
 
+// Parent returns pid's parent process id, and whether it could be read.
+func Parent(pid int) (int, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	fields := bytes.Fields(b[i+1:])
+	if len(fields) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(string(fields[1])) // field 4
+	return ppid, err == nil
+}
+
 // stat reads the start time and state of pid from /proc.
 func stat(pid int) (start uint64, state byte, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

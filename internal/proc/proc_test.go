@@ -37,3 +37,17 @@ func TestZombieAndReaped(t *testing.T) {
 		t.Fatal("reaped process is alive")
 	}
 }
+
+func TestParentAndPossible(t *testing.T) {
+	if ppid, ok := Parent(os.Getpid()); !ok || ppid != os.Getppid() {
+		t.Fatalf("Parent = %d, %v, want %d", ppid, ok, os.Getppid())
+	}
+	if _, ok := Parent(1<<22 + 1); ok {
+		t.Fatal("a pid beyond pid_max has a parent")
+	}
+	for pid, want := range map[int]bool{0: false, -1: false, 1: true, os.Getpid(): true, 1<<22 + 1: false} {
+		if got := Possible(pid); got != want {
+			t.Errorf("Possible(%d) = %v", pid, got)
+		}
+	}
+}

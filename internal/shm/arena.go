@@ -264,6 +264,17 @@ func (a *Arena) Contains(off Offset, n int) bool {
 		uint64(off)-a.heapOff <= a.heapSize-uint64(n)
 }
 
+// Load64 returns the 8-byte word at off, read atomically, and whether off
+// is an 8-byte aligned offset whose word lies in the heap: a cheap checked
+// read of an offset that came from shared memory.
+func (a *Arena) Load64(off Offset) (uint64, bool) {
+	b := uint64(off)
+	if b < a.heapOff || b-a.heapOff > a.heapSize-8 || b%8 != 0 {
+		return 0, false
+	}
+	return atomic.LoadUint64((*uint64)(unsafe.Pointer(&a.mem[b]))), true
+}
+
 // OwnedSize returns the usable size of the live allocation at off, as
 // BlockSize does, but without taking the allocator lock: the answer is only
 // stable for a block that the caller owns (that no other process can free

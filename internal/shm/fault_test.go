@@ -301,3 +301,44 @@ func TestScribbleAllocator(t *testing.T) {
 	a.Close()
 	t.Logf("%d trials, %d operations found the metadata corrupt", trials, corrupt)
 }
+
+// TestCheckedAccessors: the accessors for offsets read from shared memory
+// answer false, never panic, for anything outside the heap or not a live
+// block.
+func TestCheckedAccessors(t *testing.T) {
+	a := newArena(t, MinSize)
+	off, err := a.Alloc(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := Offset(a.heapOff + a.heapSize)
+	for _, c := range []struct {
+		off  Offset
+		n    int
+		want bool
+	}{
+		{off, 128, true}, {off, 0, true}, {end - 8, 8, true}, {end - 8, 9, false}, {end, 0, true},
+		{end, 1, false}, {0, 8, false}, {off, -1, false}, {1<<64 - 8, 16, false}, {off, 1 << 62, false},
+	} {
+		if got := a.Contains(c.off, c.n); got != c.want {
+			t.Errorf("Contains(%#x, %d) = %v, want %v", c.off, c.n, got, c.want)
+		}
+	}
+	*a.Uint64(off) = 42
+	if v, ok := a.Load64(off); !ok || v != 42 {
+		t.Errorf("Load64 of a live word = %d, %v", v, ok)
+	}
+	for _, o := range []Offset{0, off + 4, end - 4, end, 1<<64 - 8} {
+		if _, ok := a.Load64(o); ok {
+			t.Errorf("Load64(%#x) succeeded", o)
+		}
+	}
+	if size, ok := a.OwnedSize(off); !ok || size != 128 {
+		t.Errorf("OwnedSize of a live block = %d, %v", size, ok)
+	}
+	for _, o := range []Offset{off + 64, off + 8, off + 128, 0, end} {
+		if _, ok := a.OwnedSize(o); ok {
+			t.Errorf("OwnedSize(%#x) succeeded", o)
+		}
+	}
+}

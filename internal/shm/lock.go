@@ -3,7 +3,9 @@ package shm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"runtime"
 	"strconv"
@@ -183,20 +185,37 @@ func alive(pid int) bool { return proc.Alive(proc.ID{Pid: pid}) }
 // every process of the tree that can hold one of its locks does, and any
 // other process does not. It reads /proc/<pid>/maps, so it is for slow
 // paths: deciding whether a lock's recorded owner is a process of the tree.
-// When /proc cannot tell (not mounted), it reports true.
+// A process whose maps cannot be read (undumpable, or another user's)
+// counts as mapping the arena if its parent does. When /proc cannot tell
+// (not mounted), it reports true.
 func (a *Arena) MappedBy(pid int) bool {
-	if pid == os.Getpid() {
-		return true
+	for range 64 { // a bound on the walk up the parents below
+		if pid == os.Getpid() {
+			return true
+		}
+		dir := "/proc/" + strconv.Itoa(pid)
+		b, err := os.ReadFile(dir + "/maps")
+		switch {
+		case err == nil:
+			return bytes.Contains(b, a.mapsKey)
+		case errors.Is(err, fs.ErrNotExist):
+			// Gone; or, if /proc itself is missing, nobody can be told
+			// apart, and the caller must then assume the owner is ours.
+			_, serr := os.Stat("/proc/self/maps")
+			return serr != nil
+		case !errors.Is(err, fs.ErrPermission):
+			return true // cannot tell
+		}
+		// A process we may not inspect: another user's, or one of ours
+		// that made itself undumpable. Ours descend from a process of the
+		// tree that we can inspect; look at its parent.
+		ppid, ok := proc.Parent(pid)
+		if !ok || ppid < 1 {
+			return false
+		}
+		pid = ppid
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
-	if err != nil {
-		// A process we may not inspect is not one of ours (a tree's
-		// processes share its user); but without /proc nobody can be
-		// told apart, and the caller must then assume the owner is ours.
-		_, serr := os.Stat("/proc/self/maps")
-		return serr != nil
-	}
-	return bytes.Contains(b, a.mapsKey)
+	return false
 }
 
 // mapsKey returns the " dev inode " fields a line of /proc/<pid>/maps has

@@ -118,6 +118,9 @@ func (m Map) Delete(hash uint64, key []byte) (bool, error) {
 	if i < 0 || err != nil {
 		return false, err
 	}
+	if err := m.checkCounts(t); err != nil {
+		return false, err
+	}
 	return true, m.publishSlot(t, i, tombstone, t[i], 0, m.Len()-1, int(m.get(wUsed)))
 }
 
@@ -148,6 +151,9 @@ func (m Map) Each(f func(key, val []byte) bool) error {
 func (m Map) reserve() error {
 	t, err := m.table()
 	if err != nil {
+		return err
+	}
+	if err := m.checkCounts(t); err != nil {
 		return err
 	}
 	used, length := int(m.get(wUsed)), m.Len()

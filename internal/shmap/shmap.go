@@ -142,19 +142,13 @@ func (s Store) tableAt(off uint64) ([]uint64, error) {
 }
 
 // Recover finishes or undoes the change a dead holder of the caller's lock
-// left in progress, and checks the store's header. It is cheap when there
-// is no change to finish, and is idempotent, so a process killed while
-// recovering leaves work that the next one finishes. It fails with an
-// error wrapping shm.ErrCorrupt if the store is damaged: every later call
-// of the store's methods may then fail the same way.
-func (s Store) Recover() error {
-	if err := s.recover(); err != nil {
-		return err
-	}
-	return s.checkHeader()
-}
+// left in progress. It is cheap when there is none, and is idempotent, so
+// a process killed while recovering leaves work that the next one
+// finishes. It fails with an error wrapping shm.ErrCorrupt if the record of
+// the change is damaged: every later call of the store's methods may then
+// fail the same way.
+func (s Store) Recover() error { return s.recover() }
 
-// recover is Recover without the check of the header.
 func (s Store) recover() error {
 	switch ph := s.get(wPhase); ph {
 	case idle:
@@ -193,14 +187,10 @@ func (s Store) recover() error {
 	return nil
 }
 
-// checkHeader checks the counters against the table, so that the methods
-// can rely on them: no more live entries than slots in use, and no more
+// checkCounts checks the counters against the table t, for the methods
+// that rely on them: no more live entries than slots in use, and no more
 // slots in use than slots.
-func (s Store) checkHeader() error {
-	t, err := s.table()
-	if err != nil {
-		return err
-	}
+func (s Store) checkCounts(t []uint64) error {
 	length, used := s.get(wLen), s.get(wUsed)
 	if length > used || used > uint64(len(t)) {
 		return s.corrupt("%d entries in %d used slots of %d", length, used, len(t))
@@ -339,10 +329,11 @@ func (s Store) newEntry(hash uint64, key, val []byte) (uint64, error) {
 // entryHash reads the hash of the entry block at off, which a probe
 // compares before anything else.
 func (s Store) entryHash(off uint64) (uint64, error) {
-	if off%64 != 0 || !s.a.Contains(shm.Offset(off), entryHeader) {
+	h, ok := s.a.Load64(shm.Offset(off))
+	if !ok || off%64 != 0 {
 		return 0, s.corrupt("entry offset %#x", off)
 	}
-	return binary.LittleEndian.Uint64(s.a.Bytes(shm.Offset(off), 8)) ^ s.seal(), nil
+	return h ^ s.seal(), nil
 }
 
 // entry reads the entry block at off. Its lengths must fit the block, so
