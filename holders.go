@@ -28,8 +28,8 @@ type holders struct {
 	mine atomic.Int32   // this process's entry + 1, once claimed; 0 before
 	keep bool           // a new entry keeps its state word (the semaphore's: see ledger)
 
-	mu     sync.Mutex // guards fullAt and extending blocks
-	fullAt time.Time  // when own last called its full func
+	mu     sync.Mutex               // guards fullAt and extending blocks
+	fullAt time.Time                // when own last called its full func
 	blocks atomic.Pointer[[]hblock] // the chain as far as this process has seen it
 }
 

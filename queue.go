@@ -221,7 +221,7 @@ func (q *Queue[T]) put(ctx context.Context, v T, block bool) error {
 	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
-	msg, err := codec.AppendMarshal((*bp)[:0], v)
+	msg, err := codec.AppendMarshalContext(ctx, (*bp)[:0], v)
 	if err != nil {
 		return fmt.Errorf("mp: Put: %w", err)
 	}

@@ -162,8 +162,8 @@ func tagParts(tag uint32) (op, entry int, seq uint32) {
 // holder table's generic code reads a count), its sequence number in the
 // other.
 func mkState(held, seq uint32) uint64 { return mkWord(held, seq) }
-func stateHeld(x uint64) uint32        { return wordCount(x) }
-func stateSeq(x uint64) uint32         { return wordTag(x) & tagSeqMask }
+func stateHeld(x uint64) uint32       { return wordCount(x) }
+func stateSeq(x uint64) uint32        { return wordTag(x) & tagSeqMask }
 
 // settle applies the change that word w records to its entry, if it is
 // not applied yet.
