@@ -158,7 +158,9 @@ func Marshal(v any) ([]byte, error) {
 // avoids Marshal's allocation. On error it returns dst unchanged (though
 // bytes past len(dst) may have been overwritten) and an error as for
 // Marshal.
-func AppendMarshal(dst []byte, v any) ([]byte, error) { return AppendMarshalContext(context.Background(), dst, v) }
+func AppendMarshal(dst []byte, v any) ([]byte, error) {
+	return AppendMarshalContext(context.Background(), dst, v)
+}
 
 // AppendMarshalContext is AppendMarshal that gives up, returning ctx's
 // error, if ctx ends while it checks what v refers to.
