@@ -105,6 +105,7 @@ type Ring struct {
 	cellSize uintptr
 	capacity uint64
 	mask     uint64
+	limit    uint64 // see SetLimit; 0 for capacity
 	inline   int
 
 	me uint32 // owner tag of this process
@@ -218,6 +219,9 @@ func (r *Ring) Len() int {
 	if t <= h {
 		return 0
 	}
+	if r.limit != 0 {
+		return int(min(t-h, r.limit))
+	}
 	return int(min(t-h, r.capacity))
 }
 
@@ -244,6 +248,19 @@ func (r *Ring) Close() {
 	wait.Wake(r.notEmpty, math.MaxInt32)
 	wait.Wake(r.notFull, math.MaxInt32)
 	r.Trim()
+}
+
+// SetLimit makes puts through r treat the ring as full once n messages
+// are in it, counting those being put or taken, for 0 < n < Cap: a maxsize
+// that is not a power of two. It reads only the ring's cells, so it is as
+// exact under SIGKILL as the ring itself: a message being put by a
+// process killed before it published counts until the ring skips it, one
+// being taken by a process killed until it is counted lost. Every handle
+// of the ring must be given the same limit before it is used.
+func (r *Ring) SetLimit(n int) {
+	if n > 0 && uint64(n) < r.capacity {
+		r.limit = uint64(n)
+	}
 }
 
 func (r *Ring) cell(pos uint64) *cell {
@@ -352,6 +369,22 @@ func (r *Ring) tryPut(head, body []byte) (status, uint64, uint64, error) {
 		case d == 0 && owner == 0:
 			if atomic.LoadUint32(r.closed) != 0 {
 				return closed, 0, 0, nil
+			}
+			if r.limit != 0 && pos >= r.limit {
+				// Full unless the message limit places back has been
+				// taken: its cell has moved on to its next lap.
+				q := pos - r.limit
+				qst := atomic.LoadUint64(&r.cell(q).state)
+				if int32(uint32(qst)-uint32(q+r.capacity)) < 0 {
+					if t := atomic.LoadUint64(r.tail); t != pos {
+						pos = t
+						continue
+					}
+					if uint32(qst>>32) != 0 {
+						return busy, q, qst, nil
+					}
+					return full, 0, 0, nil
+				}
 			}
 			if !atomic.CompareAndSwapUint64(&c.state, st, mkState(seq, r.me)) {
 				pos = atomic.LoadUint64(r.tail)
@@ -843,6 +876,18 @@ const (
 )
 
 var testHook func(hookPoint)
+
+// SetTestHook installs f (nil removes it) to run at each of the ring's kill
+// points, numbered 1 (a WRITING cell claimed) to 6 (a dead process's cell
+// being recovered) as above, for the kill tests of packages built on the
+// ring. It must be called before the process uses a ring.
+func SetTestHook(f func(point int)) {
+	if f == nil {
+		testHook = nil
+		return
+	}
+	testHook = func(p hookPoint) { f(int(p)) }
+}
 
 func hook(p hookPoint) {
 	if testHook != nil {
