@@ -536,9 +536,16 @@ func TestPipeManyHolders(t *testing.T) {
 			ev = releaseLast
 		}
 		p := mp.NewProcess(holdEnd, b, started, ev, i == n-1)
+		p.Daemon = true
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			if p.IsAlive() {
+				p.Kill()
+				join(t, p)
+			}
+		})
 		ps = append(ps, p)
 	}
 	b.Close()

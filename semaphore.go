@@ -315,6 +315,13 @@ func (s *Semaphore) Release() error {
 	s.h.loc.raceRelease()
 	bound := atomic.LoadUint32(s.bound)
 	mine := int(s.holders.mine.Load()) - 1
+	if mine < 0 {
+		// This handle took nothing, but another handle of this process
+		// may have: the process has one entry, whichever handle made it.
+		if mine = s.holders.find(self64()); mine >= 0 {
+			s.holders.mine.Store(int32(mine + 1))
+		}
+	}
 	for {
 		w := atomic.LoadUint64(s.word)
 		c := wordCount(w)
