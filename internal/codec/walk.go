@@ -177,7 +177,44 @@ var (
 type walker struct {
 	ctx   context.Context
 	steps int
-	memo  map[refKey]subtree // values reached by reference, walked already
+	// Values reached by reference, walked already (or being walked): the
+	// first few inline, so that checking a small value allocates nothing.
+	few  [8]memoEntry
+	nfew int
+	memo map[refKey]subtree
+}
+
+type memoEntry struct {
+	k refKey
+	r subtree
+}
+
+func (w *walker) lookup(k refKey) (subtree, bool) {
+	for i := range w.nfew {
+		if w.few[i].k == k {
+			return w.few[i].r, true
+		}
+	}
+	r, ok := w.memo[k]
+	return r, ok
+}
+
+func (w *walker) store(k refKey, r subtree) {
+	for i := range w.nfew {
+		if w.few[i].k == k {
+			w.few[i].r = r
+			return
+		}
+	}
+	if w.nfew < len(w.few) {
+		w.few[w.nfew] = memoEntry{k, r}
+		w.nfew++
+		return
+	}
+	if w.memo == nil {
+		w.memo = make(map[refKey]subtree)
+	}
+	w.memo[k] = r
 }
 
 // refKey identifies a value reached by reference: what the pointer, map or
@@ -243,7 +280,7 @@ func (w *walker) walk(v reflect.Value, depth int) (subtree, error) {
 		key = refKey{p: v.Pointer(), t: v.Type(), n: v.Len()}
 	}
 	if key.t != nil {
-		if r, ok := w.memo[key]; ok {
+		if r, ok := w.lookup(key); ok {
 			if r.busy {
 				return r, errCycle
 			}
@@ -252,17 +289,14 @@ func (w *walker) walk(v reflect.Value, depth int) (subtree, error) {
 			}
 			return r, nil
 		}
-		if w.memo == nil {
-			w.memo = make(map[refKey]subtree)
-		}
-		w.memo[key] = subtree{busy: true}
+		w.store(key, subtree{busy: true})
 	}
 	r, err := w.walkInside(v, depth)
 	if err != nil {
 		return r, err
 	}
 	if key.t != nil {
-		w.memo[key] = r
+		w.store(key, r)
 	}
 	return r, nil
 }

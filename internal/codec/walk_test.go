@@ -3,6 +3,7 @@ package codec
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -85,5 +86,19 @@ func TestCheckHonoursContext(t *testing.T) {
 	}
 	if _, err := AppendMarshalContext(context.Background(), nil, big); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckSmallAllocatesNothing: checking a small value of a dynamic type,
+// as Put does for every item, allocates nothing (for values without maps,
+// whose iteration allocates).
+func TestCheckSmallAllocatesNothing(t *testing.T) {
+	v := reflect.ValueOf([]any{1, "x", []any{2.5}, &dagNode{Val: 2, Left: &dagNode{}}})
+	if n := testing.AllocsPerRun(100, func() {
+		if err := checkEncodable(context.Background(), v); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per check", n)
 	}
 }
