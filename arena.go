@@ -7,7 +7,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/shm"
+	"github.com/multiproc/mp/internal/spawn"
+	"github.com/multiproc/mp/internal/supervise"
 )
 
 // DefaultArenaSize is the size of the shared-memory arena of a process tree,
@@ -21,13 +24,21 @@ const DefaultArenaSize = 1 << 30
 var arena struct {
 	once sync.Once
 	a    *shm.Arena
+	refs *refs.Table
 	err  error
 }
 
 func treeArena() (*shm.Arena, error) {
 	arena.once.Do(func() {
+		var err error
 		if arena.a != nil {
-			return // attached by Init in a child
+			// Attached by Init in a child.
+			if arena.refs, err = refs.Open(arena.a); err != nil {
+				arena.err = fmt.Errorf("mp: shared-memory arena: %w", err)
+				return
+			}
+			sweepOnExit()
+			return
 		}
 		size, err := arenaSize(os.Getenv("MULTIPROC_ARENA_SIZE"))
 		if err != nil {
@@ -36,16 +47,36 @@ func treeArena() (*shm.Arena, error) {
 		}
 		if arena.a, err = shm.New(size); err != nil {
 			arena.err = fmt.Errorf("mp: create shared-memory arena: %w", err)
+			return
 		}
+		if arena.refs, err = refs.Create(arena.a); err != nil {
+			arena.err = fmt.Errorf("mp: create shared-memory arena: %w", err)
+			return
+		}
+		sweepOnExit()
 	})
 	return arena.a, arena.err
 }
 
-func arenaSize(s string) (int, error) {
-	if s == "" {
+// sweepOnExit lets go of what a child held as soon as it is reaped, before
+// anyone waiting for it resumes.
+func sweepOnExit() {
+	supervise.OnExit(func(int, spawn.Status) { arena.refs.Sweep() })
+}
+
+// treeRefs returns the tree's reference tables.
+func treeRefs() (*refs.Table, error) {
+	if _, err := treeArena(); err != nil {
+		return nil, err
+	}
+	return arena.refs, nil
+}
+
+func arenaSize(value string) (int, error) {
+	if value == "" {
 		return DefaultArenaSize, nil
 	}
-	mult := 1
+	s, mult := value, 1
 	switch strings.ToUpper(s[len(s)-1:]) {
 	case "K":
 		mult = 1 << 10
@@ -59,7 +90,10 @@ func arenaSize(s string) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("mp: MULTIPROC_ARENA_SIZE=%q is not a size", s)
+		return 0, fmt.Errorf("%w: MULTIPROC_ARENA_SIZE=%q is not a size (bytes, or a number with K, M or G)", ErrBadArguments, value)
+	}
+	if n > shm.MaxSize/mult {
+		return 0, fmt.Errorf("%w: MULTIPROC_ARENA_SIZE=%q is over the largest arena, %d bytes", ErrBadArguments, value, shm.MaxSize)
 	}
 	return n * mult, nil
 }

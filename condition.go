@@ -67,6 +67,7 @@ type Condition struct {
 	lock  Locker
 	l     *Lock  // the lock, if a Lock
 	r     *RLock // the lock, if an RLock
+	own   bool   // the lock's handle was made for the Condition (decoded), not given
 	tick  *uint32
 	hw    *uint32
 	nwait *uint32
@@ -79,6 +80,7 @@ const (
 	condTicket   = 16 // u32: last ticket handed out
 	condHigh     = 20 // u32: slots ever used (Notify scans no further)
 	condWaiting  = 24 // u32: slots in state waiting (a hint for Notify)
+	condLockRef  = 32 // u64: the reference to the lock the Condition holds
 
 	condHeader    = 64
 	condSlotSize  = 16 // state, ticket, pid, start32 (all u32)
@@ -122,6 +124,10 @@ func NewCondition(lock Locker) (*Condition, error) {
 	}
 	atomic.StoreUint32(h.u32(condLockKind), uint32(lh.kind))
 	atomic.StoreUint64(h.u64(condLockOff), uint64(lh.off))
+	if err := h.contain(condLockRef, &lh); err != nil {
+		h.close()
+		return nil, err
+	}
 	return openCondition(h, lock), nil
 }
 
@@ -424,14 +430,8 @@ func (c *Condition) UnmarshalBinary(data []byte) error {
 		return err
 	}
 	lk := kind(atomic.LoadUint32(h.u32(condLockKind)))
-	// Resolve the lock as its own handle would be: checked against the arena.
-	ref := handle{kind: lk, off: shm.Offset(atomic.LoadUint64(h.u64(condLockOff))), base: h.base}
-	enc, err := ref.marshal()
+	lh, err := h.contained(condLockRef, lk, shm.Offset(atomic.LoadUint64(h.u64(condLockOff))))
 	if err != nil {
-		return err
-	}
-	var lh handle
-	if err := lh.unmarshal(lk, enc); err != nil {
 		return fmt.Errorf("mp: the lock of a Condition: %w", err)
 	}
 	var lock Locker
@@ -444,5 +444,6 @@ func (c *Condition) UnmarshalBinary(data []byte) error {
 		return fmt.Errorf("%w: a Condition with a lock of kind %s", ErrInvalidHandle, lk)
 	}
 	*c = *openCondition(h, lock)
+	c.own = true
 	return nil
 }

@@ -2,11 +2,13 @@ package mp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sync/atomic"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/shm"
 	"github.com/multiproc/mp/internal/shmap"
 )
 
@@ -71,19 +73,32 @@ func openDict[K comparable, V any](h handle) (*Dict[K, V], error) {
 	}, nil
 }
 
-// lock takes the Dict's lock, and finishes the change of a process that died
-// holding it: every call therefore finds the Dict as some sequence of
-// complete calls left it.
+// lock takes the Dict's lock. The caller defers the unlock (so that a
+// panic cannot leave the Dict locked) and then calls recover.
 func (d *Dict[K, V]) lock() {
 	d.check()
 	lockShared(d.m)
-	d.s.Recover()
 }
+
+// recover finishes the change of a process that died holding the lock, so
+// that every call finds the Dict as some sequence of complete calls left
+// it, and checks the Dict's structure: an error wrapping ErrCorrupt if
+// another process damaged it.
+func (d *Dict[K, V]) recover() error { return sharedErr(d.s.Recover()) }
 
 // lockShared takes a container's lock. Its only error is ErrOwnerDied, which
 // the container's recovery answers.
 func lockShared(m mutex) {
 	_ = m.lock(context.Background())
+}
+
+// sharedErr makes an error of a container's shared structure (shm's
+// corruption sentinel) one that wraps ErrCorrupt too.
+func sharedErr(err error) error {
+	if err != nil && errors.Is(err, shm.ErrCorrupt) && !errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return err
 }
 
 func getBuf() *[]byte  { return bufs.Get().(*[]byte) }
@@ -140,14 +155,17 @@ func (d *Dict[K, V]) Get(key K) (V, bool, error) {
 		return zero, false, err
 	}
 	*bp = kb
-	d.lock()
-	vb, ok := d.s.Get(shmap.Hash(kb), kb)
 	var v V
+	d.lock()
+	defer d.m.unlock()
+	if err := d.recover(); err != nil {
+		return v, false, err
+	}
+	vb, ok, err := d.s.Get(shmap.Hash(kb), kb)
 	if ok {
 		v, err = decodeShared[V](vb, "Dict")
 	}
-	d.m.unlock()
-	return v, ok && err == nil, err
+	return v, ok && err == nil, sharedErr(err)
 }
 
 // Set stores value for key. It fails, changing nothing, for a key or value
@@ -167,9 +185,11 @@ func (d *Dict[K, V]) Set(key K, value V) error {
 	*bp = b
 	kb, vb := b[:len(kb)], b[len(kb):]
 	d.lock()
-	err = d.s.Set(shmap.Hash(kb), kb, vb)
-	d.m.unlock()
-	return err
+	defer d.m.unlock()
+	if err := d.recover(); err != nil {
+		return err
+	}
+	return sharedErr(d.s.Set(shmap.Hash(kb), kb, vb))
 }
 
 // Delete removes key, and reports whether it was there. It fails only for a
@@ -183,9 +203,12 @@ func (d *Dict[K, V]) Delete(key K) (bool, error) {
 	}
 	*bp = kb
 	d.lock()
-	ok := d.s.Delete(shmap.Hash(kb), kb)
-	d.m.unlock()
-	return ok, nil
+	defer d.m.unlock()
+	if err := d.recover(); err != nil {
+		return false, err
+	}
+	ok, err := d.s.Delete(shmap.Hash(kb), kb)
+	return ok, sharedErr(err)
 }
 
 // Update replaces the value of key with what f returns, atomically: no
@@ -213,7 +236,13 @@ func (d *Dict[K, V]) Update(key K, f func(old V, ok bool) (V, bool)) error {
 	h := shmap.Hash(kb)
 	d.lock()
 	defer d.m.unlock()
-	old, ok := d.s.Get(h, kb)
+	if err := d.recover(); err != nil {
+		return err
+	}
+	old, ok, err := d.s.Get(h, kb)
+	if err != nil {
+		return sharedErr(err)
+	}
 	var v V
 	if ok {
 		if v, err = decodeShared[V](old, "Dict"); err != nil {
@@ -222,15 +251,15 @@ func (d *Dict[K, V]) Update(key K, f func(old V, ok bool) (V, bool)) error {
 	}
 	v, keep := f(v, ok)
 	if !keep {
-		d.s.Delete(h, kb)
-		return nil
+		_, err := d.s.Delete(h, kb)
+		return sharedErr(err)
 	}
 	b, err := encodeShared(kb, v, "Dict")
 	if err != nil {
 		return err
 	}
 	*bp = b
-	return d.s.Set(h, b[:len(kb)], b[len(kb):])
+	return sharedErr(d.s.Set(h, b[:len(kb)], b[len(kb):]))
 }
 
 // Len returns the number of keys. Other processes may change it at any
@@ -242,24 +271,30 @@ func (d *Dict[K, V]) Len() int {
 
 // snapshot copies every key and value out of shared memory under the lock,
 // so that decoding them does not hold it.
-func (d *Dict[K, V]) snapshot() (buf []byte, ends []int) {
+func (d *Dict[K, V]) snapshot() (buf []byte, ends []int, err error) {
 	d.lock()
-	d.s.Each(func(k, v []byte) bool {
+	defer d.m.unlock()
+	if err := d.recover(); err != nil {
+		return nil, nil, err
+	}
+	err = d.s.Each(func(k, v []byte) bool {
 		buf = append(buf, k...)
 		ends = append(ends, len(buf))
 		buf = append(buf, v...)
 		ends = append(ends, len(buf))
 		return true
 	})
-	d.m.unlock()
-	return buf, ends
+	return buf, ends, sharedErr(err)
 }
 
 // Range calls f with each key and value of a consistent snapshot of the
 // Dict, in no particular order, until f returns false. f may call the Dict.
 // Range fails if a stored key or value cannot be decoded.
 func (d *Dict[K, V]) Range(f func(key K, value V) bool) error {
-	buf, ends := d.snapshot()
+	buf, ends, err := d.snapshot()
+	if err != nil {
+		return err
+	}
 	start := 0
 	for i := 0; i < len(ends); i += 2 {
 		k, err := d.decodeKey(buf[start:ends[i]])
@@ -291,7 +326,10 @@ func (d *Dict[K, V]) Items() (map[K]V, error) {
 // Keys returns the keys of a consistent snapshot of the Dict, in no
 // particular order.
 func (d *Dict[K, V]) Keys() ([]K, error) {
-	buf, ends := d.snapshot()
+	buf, ends, err := d.snapshot()
+	if err != nil {
+		return nil, err
+	}
 	keys := make([]K, 0, len(ends)/2)
 	start := 0
 	for i := 0; i < len(ends); i += 2 {

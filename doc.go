@@ -48,6 +48,40 @@
 // too. Shutdown, deferred in main, is Python's exit-time behaviour: it
 // terminates daemonic children and waits for the others.
 //
+// # The memory of primitives
+//
+// Locks, queues, pipes, dicts and the rest live in one shared-memory arena
+// per process tree (MULTIPROC_ARENA_SIZE, DefaultArenaSize by default; it
+// is sparse, so only the memory used costs RAM). A primitive's memory lives
+// exactly as long as some process of the tree holds it, and then goes back
+// to the arena, so a program can make and drop primitives for months:
+//
+//   - A process holds a primitive from the moment it makes it, or decodes a
+//     handle to it (an argument of Process, a struct field, an item from a
+//     queue or a pipe), until it closes every handle it has to it, or the
+//     garbage collector finds them all unreachable, or the process ends,
+//     however it ends (the survivors let go of what a SIGKILLed process
+//     held).
+//   - A primitive passed to a child with NewProcess is the child's from
+//     Start on: the parent may close its own handle at once. A primitive
+//     put on a queue or sent on a pipe lives while the item travels, even
+//     if the sender lets go of it at once; one left unread in a queue that
+//     is dropped goes with the queue. A primitive stored in a Dict or a List
+//     is only named there: keep a handle to it while it is used.
+//   - Close releases a handle at once; it must be the last call on that
+//     handle, and calls after it panic with an error wrapping ErrClosed.
+//     Queue.Close and Conn.Close keep their meaning (no more items; this
+//     process lets go of the end), and their memory goes back once no
+//     handle to them is reachable in any process, so that goroutines still
+//     draining a closed queue through the same handle are safe.
+//   - A handle of a primitive that is gone decodes as an error wrapping
+//     ErrClosed, and one of another process tree (another run of the
+//     program, or made-up bytes) as ErrInvalidHandle: never as a handle to
+//     whatever reuses its memory.
+//
+// ReadArenaStats shows what the arena holds, by kind, so that a test or a
+// service can watch for leaks; ErrNoSpace says the same.
+//
 // # Errors
 //
 // Errors wrap the sentinel values of this package (ErrNotRegistered,

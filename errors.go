@@ -27,7 +27,10 @@ var (
 	ErrUnencodable = codec.ErrUnencodable
 	// ErrCorrupt: a message read from a queue or a pipe is not a valid
 	// encoding of the type asked for (altered or truncated bytes, or a
-	// value of another type); the message is consumed.
+	// value of another type); the message is consumed. Also: a shared
+	// structure (a Dict, a List, the tree's allocator) holds what no
+	// correct process writes, as when a faulty process scribbled over it;
+	// only calls on that structure fail.
 	ErrCorrupt = codec.ErrCorrupt
 	// ErrAlreadyStarted: Start was called twice.
 	ErrAlreadyStarted = errors.New("mp: already started")

@@ -6,14 +6,14 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
+	"time"
 
 	"github.com/multiproc/mp/internal/codec"
 	"github.com/multiproc/mp/internal/shm"
 	"github.com/multiproc/mp/internal/spawn"
-	"github.com/multiproc/mp/internal/supervise"
 )
 
 var (
@@ -68,6 +68,9 @@ func runChild(inh spawn.Inherited) {
 	self.info = ProcessInfo{Name: b.Name, Pid: os.Getpid(), Daemon: b.Daemon}
 	self.parent = &parent
 	self.identity = b.Identity
+	spawn.SetDeathNotice(fmt.Sprintf("mp: %s (pid %d) killed: its parent %s (pid %d) ended while it was running "+
+		"(a main that starts processes must defer mp.Shutdown() to wait for them)",
+		strconv.Quote(b.Name), os.Getpid(), strconv.Quote(parent.Name), parent.Pid))
 
 	go watchParent(ctl)
 
@@ -85,7 +88,18 @@ func runChild(inh spawn.Inherited) {
 	} else if args, err = codec.UnmarshalArgs(b.Args, t.argTypes(b.NArgs)); err != nil {
 		childFatal(ctl, "decode arguments of %s: %v", t.name, err)
 	}
+	returned := false
+	defer func() {
+		if !returned {
+			// runtime.Goexit in the target (t.FailNow does): the child
+			// would wait forever once the deferred calls have run.
+			Shutdown()
+			report(ctl, outcome{Message: goexitMessage})
+			os.Exit(1)
+		}
+	}()
 	_, cerr := t.call(context.Background(), recv, args)
+	returned = true
 	Shutdown()
 	code := 0
 	var out outcome
@@ -116,8 +130,9 @@ func childFatal(ctl net.Conn, format string, args ...any) {
 }
 
 // watchParent waits for EOF on the control socket, which means the parent
-// is gone, and then ends this process and its children. The kernel's death
-// signal usually gets there first; this covers the cases it misses.
+// is gone, and then ends this process and its subtree, saying why on
+// stderr. The kernel's death signal usually gets there first; this covers
+// the cases it misses.
 func watchParent(ctl net.Conn) {
 	var buf [64]byte
 	for {
@@ -125,26 +140,68 @@ func watchParent(ctl net.Conn) {
 			break
 		}
 	}
-	supervise.SignalAll(syscall.SIGKILL)
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	spawn.ParentGone()
+}
+
+// DefaultShutdownGrace is how long Shutdown lets a daemonic child take to
+// end after SIGTERM before it kills it with SIGKILL, unless
+// SetShutdownGrace says otherwise.
+const DefaultShutdownGrace = 3 * time.Second
+
+var shutdownGrace atomic.Int64
+
+func init() { shutdownGrace.Store(int64(DefaultShutdownGrace)) }
+
+// SetShutdownGrace sets how long Shutdown waits for a child it terminated
+// to end before it kills it with SIGKILL, and returns the previous value. A
+// zero or negative d kills at once. It is safe to call at any time.
+func SetShutdownGrace(d time.Duration) (previous time.Duration) {
+	return time.Duration(shutdownGrace.Swap(int64(max(d, 0))))
 }
 
 // Shutdown is what Python does at interpreter exit: it terminates the
 // daemonic child processes this process started, then waits for all of its
 // child processes and its non-daemonic threads to finish. Defer it at the top
-// of main, after Init. It blocks until every child has exited.
+// of main, after Init. A daemonic child still running SetShutdownGrace after
+// SIGTERM (one that ignores the signal) is killed with SIGKILL, so that part
+// is bounded; non-daemonic children and threads are waited for as long as
+// they run, which is the point of Shutdown: use ShutdownContext to bound that
+// too.
 //
 // A program that returns from main (or calls os.Exit) without Shutdown
-// still leaves no orphans: every child is killed when its parent exits.
-func Shutdown() {
+// still leaves no orphans: every child is killed when its parent exits, and
+// says so on its standard error, naming itself and its parent.
+func Shutdown() { ShutdownContext(context.Background()) }
+
+// ShutdownContext is Shutdown with a bound: if ctx ends while children or
+// threads are still running, it terminates the child processes left (SIGTERM,
+// then SIGKILL after the grace period), waits for them to be gone, and
+// returns ctx.Err() without waiting for the threads left; otherwise it
+// returns nil.
+func ShutdownContext(ctx context.Context) error {
 	children := ActiveChildren()
+	var daemons []*Process
 	for _, p := range children {
 		if p.Daemon {
 			p.Terminate()
+			daemons = append(daemons, p)
 		}
 	}
+	stopAll(daemons)
+	var err error
 	for _, p := range children {
-		p.Join(context.Background())
+		if p.Join(ctx) != nil && ctx.Err() != nil {
+			err = ctx.Err()
+			break
+		}
+	}
+	if err != nil {
+		left := ActiveChildren()
+		for _, p := range left {
+			p.Terminate()
+		}
+		stopAll(left)
+		return err
 	}
 	self.mu.Lock()
 	threads := make([]*Thread, 0, len(self.threads))
@@ -155,6 +212,32 @@ func Shutdown() {
 	}
 	self.mu.Unlock()
 	for _, t := range threads {
-		t.Join(context.Background())
+		if t.Join(ctx) != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// stopAll waits up to the grace period for ps, which were sent SIGTERM, to
+// end, then kills those still running and waits for them.
+func stopAll(ps []*Process) {
+	if len(ps) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(shutdownGrace.Load()))
+	defer cancel()
+	for _, p := range ps {
+		if p.Join(ctx) != nil && ctx.Err() != nil {
+			break
+		}
+	}
+	for _, p := range ps {
+		if p.IsAlive() {
+			p.Kill()
+		}
+	}
+	for _, p := range ps {
+		p.Join(context.Background())
 	}
 }

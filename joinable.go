@@ -82,7 +82,7 @@ func (j *joinState) done(n uint32) {
 }
 
 // NewJoinableQueue returns an empty joinable queue holding at most maxsize
-// items (maxsize <= 0 means DefaultQueueSize).
+// items (maxsize <= 0 means no limit, as for NewQueue).
 func NewJoinableQueue[T any](maxsize int) (*JoinableQueue[T], error) {
 	q, err := newQueue[T](maxsize, qJoinable)
 	if err != nil {
@@ -183,7 +183,7 @@ type SimpleQueue[T any] struct {
 	q *Queue[T]
 }
 
-// NewSimpleQueue returns an empty SimpleQueue of DefaultQueueSize items.
+// NewSimpleQueue returns an empty, unbounded SimpleQueue.
 func NewSimpleQueue[T any]() (*SimpleQueue[T], error) {
 	q, err := NewQueue[T](0)
 	if err != nil {

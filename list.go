@@ -48,13 +48,18 @@ func openList[T any](h handle) (*List[T], error) {
 	return &List[T]{h: h, m: mutex{state: h.u64(dictLock), loc: h.loc}, s: shmap.OpenList(a, h.off+dictMap)}, nil
 }
 
+// lock takes the List's lock. The caller defers the unlock (so that a
+// panic cannot leave the List locked) and then calls recover.
 func (l *List[T]) lock() {
 	if !l.h.valid() {
 		panic(fmt.Errorf("%w: a List must be made with NewList", ErrInvalidHandle))
 	}
 	lockShared(l.m)
-	l.s.Recover()
 }
+
+// recover finishes the change of a process that died holding the lock and
+// checks the List's structure (see Dict.recover).
+func (l *List[T]) recover() error { return sharedErr(l.s.Recover()) }
 
 func (l *List[T]) inRange(i int) error {
 	if n := l.s.Len(); i < 0 || i >= n {
@@ -75,18 +80,28 @@ func (l *List[T]) Append(value T) error {
 	*bp = b
 	l.lock()
 	defer l.m.unlock()
-	return l.s.Append(b)
+	if err := l.recover(); err != nil {
+		return err
+	}
+	return sharedErr(l.s.Append(b))
 }
 
 // Get returns element i.
 func (l *List[T]) Get(i int) (T, error) {
+	var zero T
 	l.lock()
 	defer l.m.unlock()
-	if err := l.inRange(i); err != nil {
-		var zero T
+	if err := l.recover(); err != nil {
 		return zero, err
 	}
-	return decodeShared[T](l.s.At(i), "List")
+	if err := l.inRange(i); err != nil {
+		return zero, err
+	}
+	b, err := l.s.At(i)
+	if err != nil {
+		return zero, sharedErr(err)
+	}
+	return decodeShared[T](b, "List")
 }
 
 // Set replaces element i with value.
@@ -100,10 +115,13 @@ func (l *List[T]) Set(i int, value T) error {
 	*bp = b
 	l.lock()
 	defer l.m.unlock()
+	if err := l.recover(); err != nil {
+		return err
+	}
 	if err := l.inRange(i); err != nil {
 		return err
 	}
-	return l.s.Set(i, b)
+	return sharedErr(l.s.Set(i, b))
 }
 
 // Delete removes element i, moving the later elements down by one, as
@@ -111,10 +129,13 @@ func (l *List[T]) Set(i int, value T) error {
 func (l *List[T]) Delete(i int) error {
 	l.lock()
 	defer l.m.unlock()
+	if err := l.recover(); err != nil {
+		return err
+	}
 	if err := l.inRange(i); err != nil {
 		return err
 	}
-	return l.s.Delete(i)
+	return sharedErr(l.s.Delete(i))
 }
 
 // Update replaces element i with f of its current value, atomically (see
@@ -124,10 +145,17 @@ func (l *List[T]) Update(i int, f func(old T) T) error {
 	defer putBuf(bp)
 	l.lock()
 	defer l.m.unlock()
+	if err := l.recover(); err != nil {
+		return err
+	}
 	if err := l.inRange(i); err != nil {
 		return err
 	}
-	old, err := decodeShared[T](l.s.At(i), "List")
+	cur, err := l.s.At(i)
+	if err != nil {
+		return sharedErr(err)
+	}
+	old, err := decodeShared[T](cur, "List")
 	if err != nil {
 		return err
 	}
@@ -136,7 +164,7 @@ func (l *List[T]) Update(i int, f func(old T) T) error {
 		return err
 	}
 	*bp = b
-	return l.s.Set(i, b)
+	return sharedErr(l.s.Set(i, b))
 }
 
 // Len returns the length of the List: a snapshot, since other processes
@@ -161,15 +189,10 @@ func (l *List[T]) Items() ([]T, error) {
 // Range calls f with each index and element of a consistent snapshot of
 // the List, in order, until f returns false. f may call the List.
 func (l *List[T]) Range(f func(i int, value T) bool) error {
-	var buf []byte
-	var ends []int
-	l.lock()
-	l.s.Each(func(_ int, v []byte) bool {
-		buf = append(buf, v...)
-		ends = append(ends, len(buf))
-		return true
-	})
-	l.m.unlock()
+	buf, ends, err := l.snapshot()
+	if err != nil {
+		return err
+	}
 	start := 0
 	for i, end := range ends {
 		v, err := decodeShared[T](buf[start:end], "List")
@@ -182,6 +205,22 @@ func (l *List[T]) Range(f func(i int, value T) bool) error {
 		}
 	}
 	return nil
+}
+
+// snapshot copies every element out of shared memory under the lock, so
+// that decoding them does not hold it.
+func (l *List[T]) snapshot() (buf []byte, ends []int, err error) {
+	l.lock()
+	defer l.m.unlock()
+	if err := l.recover(); err != nil {
+		return nil, nil, err
+	}
+	err = l.s.Each(func(_ int, v []byte) bool {
+		buf = append(buf, v...)
+		ends = append(ends, len(buf))
+		return true
+	})
+	return buf, ends, sharedErr(err)
 }
 
 // MarshalBinary encodes the List's handle (not its contents).

@@ -24,12 +24,15 @@ type Lock struct {
 // NewLock returns a new, unlocked Lock. It fails only if the tree's shared
 // memory cannot be created or is full.
 func NewLock() (*Lock, error) {
-	h, err := alloc(kindLock, 64)
+	h, err := alloc(kindLock, lockBlock)
 	if err != nil {
 		return nil, err
 	}
 	return newLock(h), nil
 }
+
+// lockBlock is the size of a Lock's block.
+const lockBlock = 64
 
 func newLock(h handle) *Lock { return &Lock{h: h, m: mutex{state: h.u64(0), loc: h.loc}} }
 

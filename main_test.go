@@ -39,7 +39,7 @@ func checkNoLeaks(before map[string]string) int {
 	})
 	// The fork thread and the waiter threads live as long as the process.
 	if err := goleak.Find(
-		goleak.IgnoreTopFunction("github.com/multiproc/mp/internal/spawn.onForkThread.func1.1"),
+		goleak.IgnoreAnyFunction("github.com/multiproc/mp/internal/spawn.forkLoop"),
 		goleak.IgnoreAnyFunction("github.com/multiproc/mp/internal/wait.(*shard).run"),
 	); err != nil {
 		fmt.Fprintf(os.Stderr, "leak: %v\n", err)

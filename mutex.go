@@ -3,6 +3,7 @@ package mp
 import (
 	"context"
 	"errors"
+	"os"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -94,6 +95,7 @@ func (m mutex) lockSlow(ctx context.Context) error {
 	// The owner's liveness costs a /proc read: check it only once a wait
 	// has lasted a poll interval, not on every contended acquisition.
 	checked := time.Now()
+	var member uint64 // an owner word found to name a process of the tree
 	for i := 0; ; i++ {
 		s := atomic.LoadUint64(m.state)
 		if s == 0 {
@@ -111,7 +113,7 @@ func (m mutex) lockSlow(ctx context.Context) error {
 		}
 		if time.Since(checked) >= ownerPoll {
 			checked = time.Now()
-			if !ownerAlive(s) {
+			if !ownerAlive(s) || !ownerInTree(s, &member) {
 				if atomic.CompareAndSwapUint64(m.state, s, me|contended) {
 					return ErrOwnerDied
 				}
@@ -137,6 +139,37 @@ func (m mutex) lockSlow(ctx context.Context) error {
 // ownerAlive reports whether the owner recorded in state s can still run.
 func ownerAlive(s uint64) bool {
 	return proc.AliveStart32(int(uint32(s)&^contended), uint32(s>>32))
+}
+
+// ownerInTree reports whether the live owner recorded in state s is a
+// process of this tree, one that maps the tree's arena: a word naming pid
+// 0, init or an unrelated process can only have been scribbled there, and
+// waiting for such an owner would never end. It reads /proc, so it is for
+// slow paths; *member remembers the last owner found to be one of ours
+// (pid and start time), which stays one as long as it lives.
+func ownerInTree(s uint64, member *uint64) bool {
+	owner := s &^ contended
+	pid := int(uint32(owner))
+	if !proc.Possible(pid) {
+		return false
+	}
+	if owner == *member {
+		return true
+	}
+	if pid == os.Getpid() {
+		return owner == self64()
+	}
+	// A process of the tree records its start time; a word without one
+	// names a process that has one only if scribbled.
+	if start, ok := proc.StartTime(pid); ok && uint32(owner>>32) == 0 && uint32(start) != 0 {
+		return false
+	}
+	a, err := treeArena()
+	if err != nil || a.MappedBy(pid) {
+		*member = owner
+		return true
+	}
+	return false
 }
 
 func (m mutex) unlock() error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,6 +17,10 @@ var (
 	// ErrPoolTerminated fails the tasks that had not finished when
 	// Terminate was called.
 	ErrPoolTerminated = errors.New("mp: pool was terminated")
+	// ErrPoolBroken is what the tasks of a pool that cannot run them any
+	// more fail with (wrapped, saying why): its initializer failed, or its
+	// workers keep dying before they are ready.
+	ErrPoolBroken = errors.New("mp: pool is broken")
 	// ErrWorkerLost is what a task fails with when the worker process
 	// running it died (killed, out of memory, os.Exit) and no retry was
 	// left; the error is a *WorkerLostError.
@@ -55,23 +60,40 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // the pool's task timeout, has its worker killed and replaced, and fails
 // with the context's error.
 //
+// A process pool's tasks may start processes and pools of their own
+// (Python's daemonic workers may not); those die with the worker if it is
+// killed or dies. A task should join or terminate what it started: a
+// worker waits for its non-daemonic children before it exits.
+//
+// A process pool's tasks travel to its workers, and their results back,
+// through a pipe that carries up to MaxMessage (64 MiB) per task; larger
+// ones are refused, not carried: a task whose arguments (or a Map chunk
+// whose items) encode to more fails with ErrTooLarge when it is
+// submitted, and a result that does not fit (with the results before it
+// in its chunk) fails its call with ErrTooLarge. The worker stays in
+// service either way. Pass large data through SharedMemory or a file.
+//
 // A Pool's methods may be called from any goroutine.
 type Pool struct {
 	cfg     poolConfig
 	threads bool
 
-	mu         sync.Mutex
-	cond       *sync.Cond // signalled when work, window room or state changes
-	queue      []*job     // submitted, not yet given to a worker (a deque)
-	workers    map[*worker]struct{}
-	closed     bool
-	terminated bool
-	broken     error // an initializer failed: every task fails with it
-	nextID     uint64
-	seq        int               // workers started, for names
-	running    map[*job]struct{} // thread pools: jobs being run
-	initOnce   sync.Once         // thread pools: the initializer
-	wg         sync.WaitGroup
+	mu           sync.Mutex
+	cond         *sync.Cond // signalled when work, window room or state changes
+	queue        []*job     // submitted, not yet given to a worker (a deque)
+	workers      map[*worker]struct{}
+	closed       bool
+	terminated   bool
+	admitted     int   // submitters admitted before Close that may still submit (Map, MapAsync, Imap)
+	broken       error // an initializer failed: every task fails with it
+	failedStarts int   // workers in a row that died before they were ready
+	nextID       uint64
+	seq          int               // workers started, for names
+	running      map[*job]struct{} // thread pools: jobs being run
+	initOnce     sync.Once         // thread pools: the initializer
+	wg           sync.WaitGroup
+	exited       chan struct{} // closed once the workers are gone (after Join)
+	joined       chan struct{} // closed once, besides, the callbacks have run
 
 	callbacks callbackRunner
 }
@@ -84,7 +106,8 @@ type poolConfig struct {
 	maxTasks int
 	timeout  time.Duration
 	retries  int
-	window   int // tasks a worker process is given at a time
+	maxRSS   int64 // bytes; 0: no limit
+	window   int   // tasks a worker process is given at a time
 }
 
 // PoolOption configures a pool made by NewPool or NewThreadPool.
@@ -93,8 +116,11 @@ type PoolOption func(*poolConfig)
 // WithInitializer makes each worker call fn(args...) once before its first
 // task (Python's initializer and initargs); fn must be registered for a
 // process pool. If it fails or panics, the pool is broken: every task not
-// yet finished, and every later one, fails with an error saying so (rather
-// than Python's endless restarting of workers).
+// yet finished, and every later one, fails with an error wrapping
+// ErrPoolBroken that says so (rather than Python's endless restarting of
+// workers). So does a pool whose workers die, 2n+1 times in a row (n
+// workers), before they are ready: killed at start, or exiting from the
+// initializer.
 func WithInitializer(fn any, args ...any) PoolOption {
 	return func(c *poolConfig) { c.initFn, c.initArgs = fn, args }
 }
@@ -104,6 +130,15 @@ func WithInitializer(fn any, args ...any) PoolOption {
 // maxtasksperchild, to bound what a leaking library can hold. It has no
 // effect on thread pools.
 func WithMaxTasksPerChild(n int) PoolOption { return func(c *poolConfig) { c.maxTasks = n } }
+
+// WithMaxMemoryPerChild makes each worker process exit, to be replaced by
+// a new one, after a task that leaves its resident memory (its current
+// RSS, not its peak) above bytes: loky's and billiard's recycling of
+// workers that grow. The memory is measured after each task, which is
+// never interrupted; 0 means no limit. It has no effect on thread pools.
+func WithMaxMemoryPerChild(bytes int64) PoolOption {
+	return func(c *poolConfig) { c.maxRSS = bytes }
+}
 
 // WithTaskTimeout bounds how long a task may run, counted from when it
 // starts; past it, its worker is killed and replaced and the task fails
@@ -117,9 +152,10 @@ func WithTaskTimeout(d time.Duration) PoolOption { return func(c *poolConfig) { 
 // timeout or context are not retried.
 func WithRetries(n int) PoolOption { return func(c *poolConfig) { c.retries = n } }
 
-// NewPool starts n worker processes (n <= 0 means CPUCount()) and returns
-// the pool. It returns ErrNotInitialized if Init was not called, and the
-// error of a worker that cannot be started.
+// NewPool starts n worker processes (0 means CPUCount()) and returns the
+// pool. It returns an error wrapping ErrBadArguments for a negative n or
+// option, ErrNotInitialized if Init was not called, and the error of a
+// worker that cannot be started.
 func NewPool(n int, opts ...PoolOption) (*Pool, error) {
 	p, err := newPool(n, false, opts)
 	if err != nil {
@@ -134,7 +170,7 @@ func NewPool(n int, opts ...PoolOption) (*Pool, error) {
 	return p, nil
 }
 
-// NewThreadPool returns a pool of n goroutines (n <= 0 means CPUCount()),
+// NewThreadPool returns a pool of n goroutines (0 means CPUCount()),
 // Python's ThreadPool: for I/O-bound work, or functions that cannot run in
 // another process (function literals are fine here). The calls are the
 // same as for a process pool. A goroutine cannot be killed: a task past its
@@ -155,7 +191,10 @@ func NewThreadPool(n int, opts ...PoolOption) (*Pool, error) {
 }
 
 func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
-	if n <= 0 {
+	if n < 0 {
+		return nil, fmt.Errorf("%w: a pool of %d workers", ErrBadArguments, n)
+	}
+	if n == 0 {
 		n = CPUCount()
 	}
 	cfg := poolConfig{n: n, window: 2}
@@ -176,7 +215,7 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 			return nil, fmt.Errorf("mp: pool initializer: %w", err)
 		}
 	}
-	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 {
+	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 || cfg.maxRSS < 0 {
 		return nil, fmt.Errorf("%w: negative pool option", ErrBadArguments)
 	}
 	if !threads && !initialized.Load() {
@@ -188,10 +227,13 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	return p, nil
 }
 
-// Close stops the pool from accepting work; what was submitted still runs
-// (a worker that dies meanwhile is still replaced while work is left), and
-// the workers exit when it is done (Join waits for that). Closing twice does
-// nothing.
+// Close stops the pool from accepting work; it never drops work: what was
+// submitted still runs, exactly once, with its callbacks, including the
+// rest of a Map, MapAsync, Starmap, Imap or ImapUnordered begun before
+// Close (an Imap goes on to the end of its input, or until its loop is
+// left). A worker that dies meanwhile is replaced while work is left to
+// give out. The workers exit when it is done, and Join waits for that.
+// Closing twice does nothing.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
@@ -203,7 +245,10 @@ func (p *Pool) Close() {
 // whole process trees, fails every unfinished task with
 // ErrPoolTerminated, and waits for the workers to be gone. A thread pool's
 // goroutines cannot be killed: their tasks fail at once, and the
-// goroutines end when their functions return.
+// goroutines end when their functions return. Called from a Callback or
+// ErrorCallback, Terminate does not wait for the callbacks queued behind
+// the calling one: they run after it returns, with the tasks' outcomes
+// (ErrPoolTerminated for those it failed).
 func (p *Pool) Terminate() {
 	p.mu.Lock()
 	q := p.terminateLocked()
@@ -238,36 +283,98 @@ func (p *Pool) terminateLocked() []*job {
 // Join waits, until ctx ends, for the workers to exit after Close or
 // Terminate, and for the callbacks of finished tasks to have run. It
 // returns an error wrapping ErrBadArguments if the pool is neither closed
-// nor terminated (as Python raises ValueError), or ctx.Err().
+// nor terminated (as Python raises ValueError), or ctx.Err(); once the
+// pool is done, it returns nil even if ctx has ended too. Called from a
+// Callback or ErrorCallback, Join waits for the workers only: the
+// callbacks queued behind the calling one run after it returns.
 func (p *Pool) Join(ctx context.Context) error {
 	p.mu.Lock()
 	closed := p.closed
+	if closed && p.joined == nil {
+		// One waiter for every Join, for as long as it takes.
+		p.exited, p.joined = make(chan struct{}), make(chan struct{})
+		go func() {
+			p.wg.Wait()
+			close(p.exited)
+			p.callbacks.stop()
+			close(p.joined)
+		}()
+	}
+	exited, joined := p.exited, p.joined
 	p.mu.Unlock()
 	if !closed {
 		return fmt.Errorf("%w: Join before Close or Terminate would wait forever", ErrBadArguments)
 	}
-	done := make(chan struct{})
-	go func() {
-		p.wg.Wait()
-		p.callbacks.stop()
-		close(done)
-	}()
+	done := joined
+	if p.callbacks.onRunner() {
+		done = exited
+	}
+	return waitDone(ctx, done)
+}
+
+// waitDone waits for done to be closed until ctx ends; done wins if both
+// are.
+func waitDone(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	default:
+	}
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		select {
+		case <-done:
+			return nil
+		default:
+			return ctx.Err()
+		}
 	}
 }
 
-// submit queues jobs, in order, for the workers.
-func (p *Pool) submit(jobs ...*job) error {
+// admit lets a call that submits its work in several steps (Map,
+// MapAsync, Imap) go on submitting after Close: the work was given before
+// Close, so it runs. The workers do not retire while a call is admitted.
+// Each admit that returns nil is paired with a release.
+func (p *Pool) admit() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	switch {
+	case p.closed:
 		return ErrPoolClosed
+	case p.broken != nil:
+		return p.broken
 	}
-	if p.broken != nil {
+	p.admitted++
+	return nil
+}
+
+// release ends an admission.
+func (p *Pool) release() {
+	p.mu.Lock()
+	p.admitted--
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// drainedLocked reports whether a closed pool has no work left to give
+// out: nothing queued and no admitted call that may submit more.
+func (p *Pool) drainedLocked() bool {
+	return p.closed && len(p.queue) == 0 && p.admitted == 0
+}
+
+// submit queues jobs, in order, for the workers. An admitted call may
+// submit after Close.
+func (p *Pool) submit(admitted bool, jobs ...*job) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.terminated && admitted:
+		return ErrPoolTerminated
+	case p.closed && !admitted:
+		return ErrPoolClosed
+	case p.broken != nil:
 		return p.broken
 	}
 	for _, j := range jobs {
@@ -284,11 +391,12 @@ func (p *Pool) submit(jobs ...*job) error {
 
 // nextLocked waits for a job for a worker that has room for one (room),
 // and returns it, or nil once the pool is terminated or broken, or the
-// worker should stop (retire). Jobs whose context has ended meanwhile are
-// failed here rather than given out. It is called with p.mu held.
+// worker should stop (retire, asked only when there is nothing for it to
+// take). Jobs whose context has ended meanwhile are failed here rather
+// than given out. It is called with p.mu held.
 func (p *Pool) nextLocked(room, retire func() bool, steal func() *job) *job {
 	for {
-		if p.terminated || p.broken != nil || retire() {
+		if p.terminated || p.broken != nil {
 			return nil
 		}
 		if len(p.queue) == 0 && steal != nil && room() {
@@ -307,6 +415,9 @@ func (p *Pool) nextLocked(room, retire func() bool, steal func() *job) *job {
 				continue
 			}
 			return j
+		}
+		if retire() {
+			return nil
 		}
 		p.cond.Wait()
 	}
@@ -345,6 +456,7 @@ type callbackRunner struct {
 	pending []func()
 	stopped bool
 	done    chan struct{}
+	gid     atomic.Uint64 // the goroutine that runs the callbacks
 }
 
 func (r *callbackRunner) start() {
@@ -368,6 +480,7 @@ func (r *callbackRunner) add(f func()) {
 }
 
 func (r *callbackRunner) run() {
+	r.gid.Store(goid())
 	defer close(r.done)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -387,17 +500,32 @@ func (r *callbackRunner) run() {
 	}
 }
 
+// onRunner reports whether the caller is a callback: the pool's calls
+// must not wait for what the callback itself holds up.
+func (r *callbackRunner) onRunner() bool {
+	g := r.gid.Load()
+	return g != 0 && g == goid()
+}
+
 // stop makes the runner exit once the callbacks queued so far have run,
-// and waits for that.
+// and waits for that, unless a callback calls it (which the runner waits
+// for in turn).
 func (r *callbackRunner) stop() {
 	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		<-r.done
-		return
+	if !r.stopped {
+		r.stopped = true
+		r.cond.Signal()
 	}
-	r.stopped = true
-	r.cond.Signal()
 	r.mu.Unlock()
-	<-r.done
+	if !r.onRunner() {
+		<-r.done
+	}
+}
+
+// MarshalBinary always fails with an error wrapping ErrUnencodable: a pool
+// cannot be passed to a process pool's task or to a Process (nor travel
+// through a queue or a pipe), since its workers belong to the process that
+// made it. A task may make a pool of its own.
+func (p *Pool) MarshalBinary() ([]byte, error) {
+	return nil, fmt.Errorf("%w: a *Pool cannot leave the process that made it (a task may start a pool of its own)", ErrUnencodable)
 }

@@ -38,6 +38,16 @@ type AsyncResult[R any] struct {
 	val    R
 	err    error
 	cancel context.CancelFunc
+	// For a task with callbacks: its outcome, in before the callbacks
+	// have run, for Get and Wait called from a callback.
+	early *earlyOutcome[R]
+}
+
+type earlyOutcome[R any] struct {
+	runner *callbackRunner
+	in     chan struct{}
+	val    R
+	err    error
 }
 
 func newAsync[R any]() *AsyncResult[R] { return &AsyncResult[R]{done: make(chan struct{})} }
@@ -53,26 +63,49 @@ func (a *AsyncResult[R]) set(v R, err error) {
 // Get waits for the result until ctx ends. It returns the value, or the
 // task's error (a *TaskError for an error returned or a panic raised by
 // the function, a *WorkerLostError, context.DeadlineExceeded for a task
-// past its timeout, ErrPoolTerminated...), or ctx.Err().
+// past its timeout, ErrPoolTerminated...), or ctx.Err(); a result that is
+// in is returned even if ctx has ended too.
+//
+// Called from a Callback or ErrorCallback, Get of a result whose own
+// callbacks have not run yet (the calling one's, or one queued behind it)
+// returns the task's outcome once the task is done, without waiting for
+// those callbacks, which run after the calling one returns.
 func (a *AsyncResult[R]) Get(ctx context.Context) (R, error) {
-	select {
-	case <-a.done:
-		return a.val, a.err
-	case <-ctx.Done():
+	done, fromCallback := a.waitFor()
+	if err := waitDone(ctx, done); err != nil {
 		var zero R
-		return zero, ctx.Err()
+		return zero, err
 	}
+	if fromCallback {
+		select {
+		case <-a.done:
+		default:
+			return a.early.val, a.early.err
+		}
+	}
+	return a.val, a.err
 }
 
 // Wait waits for the result to be ready, until ctx ends; it returns nil or
-// ctx.Err().
+// ctx.Err() (nil if the result is in, even if ctx has ended too). Called
+// from a callback, it waits as Get does.
 func (a *AsyncResult[R]) Wait(ctx context.Context) error {
+	done, _ := a.waitFor()
+	return waitDone(ctx, done)
+}
+
+// waitFor returns what Get and Wait wait for: the result, or its early
+// outcome for a callback (fromCallback).
+func (a *AsyncResult[R]) waitFor() (done <-chan struct{}, fromCallback bool) {
 	select {
 	case <-a.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+		return a.done, false
+	default:
 	}
+	if a.early != nil && a.early.runner.onRunner() {
+		return a.early.in, true
+	}
+	return a.done, false
 }
 
 // Ready reports whether the result is in.
@@ -110,6 +143,12 @@ type taskOptions struct {
 // the task has succeeded: callbacks of a pool run one at a time, in the
 // order the results came in, and before Get returns the result. If f
 // panics, the task's result becomes an error saying so.
+//
+// A callback may use the pool: submit tasks (ApplyAsync, Apply, Map...),
+// Get or Wait for results (see Get), Close, Join (which then waits for the
+// workers only) and Terminate (which then does not wait for the callbacks
+// queued behind the calling one). None of them waits for the calling
+// callback to return, so none deadlocks on it.
 func Callback[R any](f func(R)) TaskOption {
 	return func(o *taskOptions) { o.onResult, o.resultType = f, reflect.TypeFor[R]() }
 }
@@ -124,8 +163,10 @@ func ErrorCallback(f func(error)) TaskOption {
 // (Python's apply). If ctx ends before the task has run, it does not run;
 // if it ends while the task runs, the worker is killed and replaced; either
 // way Apply returns ctx.Err(). Other errors are those of AsyncResult.Get,
-// plus ErrPoolClosed, ErrNotRegistered, ErrBadArguments for arguments or a
-// result type that do not fit fn, and ErrUnencodable.
+// plus ErrPoolClosed, ErrPoolBroken, ErrNotRegistered, ErrBadArguments for
+// arguments or a result type that do not fit fn, ErrUnencodable, and
+// ErrTooLarge for arguments or a result larger than a worker's pipe
+// carries.
 func Apply[R any](ctx context.Context, p *Pool, fn any, args ...any) (R, error) {
 	return submitCall[R](p, ctx, nil, fn, args, nil).Get(ctx)
 }
@@ -158,11 +199,16 @@ func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, 
 			}
 		}
 	}
+	if onResult != nil || onError != nil {
+		a.early = &earlyOutcome[R]{runner: &p.callbacks, in: make(chan struct{})}
+	}
 	deliver := func(v R, err error) {
-		if onResult == nil && onError == nil {
+		if a.early == nil {
 			a.set(v, err)
 			return
 		}
+		a.early.val, a.early.err = v, err
+		close(a.early.in)
 		p.callbacks.add(func() {
 			if err == nil && onResult != nil {
 				err = catch("Callback", func() { onResult(v) })
@@ -190,7 +236,7 @@ func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, 
 		return a
 	}
 	j.finish = func(rs []result) { deliver(decodeResult[R](rs[0])) }
-	if err := p.submit(j); err != nil {
+	if err := p.submit(false, j); err != nil {
 		j.fail(err)
 	}
 	return a
@@ -259,9 +305,23 @@ func (p *Pool) addCall(j *job, args []any) error {
 		return fmt.Errorf("mp: arguments of %s: %w", j.fn.short(), err)
 	}
 	binary.LittleEndian.PutUint32(b[mark+2:], uint32(len(b)-mark-6))
+	if n := taskFrameSize(j.fn, len(b)); n > maxFrame {
+		j.body = b[:mark]
+		return tooLarge(j.fn, n, j.ncalls > 0)
+	}
 	j.body = b
 	j.ncalls++
 	return nil
+}
+
+// tooLarge is the error of a task whose frame would be n bytes; chunk:
+// the task holds other calls too.
+func tooLarge(t *target, n int, chunk bool) error {
+	what := "the arguments of " + t.short()
+	if chunk {
+		what = "a chunk of " + t.short() + "'s calls"
+	}
+	return fmt.Errorf("%w: %s encode to %d bytes, more than the %d a pool worker's pipe carries", ErrTooLarge, what, n, maxFrame)
 }
 
 func decodeResult[R any](r result) (R, error) {
@@ -329,30 +389,42 @@ func (e *MapError) Unwrap() []error { return e.Errs }
 // the results of the others, with the zero value for the failed ones, and
 // a *MapError. If ctx ends first it returns ctx.Err(); tasks not started
 // never start and running ones have their workers killed.
+//
+// A Map that has begun is not cut short by Close from another goroutine:
+// all its items run.
 func Map[R, A any](ctx context.Context, p *Pool, fn any, items []A, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, mapInput{
+	return starmap[R](ctx, p, fn, itemsInput(items), false, opts)
+}
+
+func itemsInput[A any](items []A) mapInput {
+	return mapInput{
 		n:    len(items),
 		args: func(i int) []any { return []any{items[i]} },
 		elem: reflect.TypeFor[A](),
 		encode: func(b []byte, lo, hi int) ([]byte, error) {
 			return codec.AppendMarshal(b, items[lo:hi:hi])
 		},
-	}, opts)
+	}
 }
 
 // Starmap is Map for functions of several arguments: it calls
 // fn(args[i]...) for every i (Python's starmap).
 func Starmap[R any](ctx context.Context, p *Pool, fn any, args [][]any, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, mapInput{n: len(args), args: func(i int) []any { return args[i] }}, opts)
+	return starmap[R](ctx, p, fn, mapInput{n: len(args), args: func(i int) []any { return args[i] }}, false, opts)
 }
 
 // MapAsync is Map without waiting: the result is the slice of results
-// (with the *MapError, if any).
+// (with the *MapError, if any). The work counts as submitted when
+// MapAsync returns: a Close after it lets every item run.
 func MapAsync[R, A any](p *Pool, fn any, items []A, opts ...MapOption) *AsyncResult[[]R] {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := newAsync[[]R]()
 	a.cancel = cancel
-	go func() { a.set(Map[R](ctx, p, fn, items, opts...)) }()
+	if err := p.admit(); err != nil {
+		a.set(nil, err)
+		return a
+	}
+	go func() { a.set(starmap[R](ctx, p, fn, itemsInput(items), true, opts)) }()
 	return a
 }
 
@@ -367,7 +439,23 @@ type mapInput struct {
 	encode func(b []byte, lo, hi int) ([]byte, error)
 }
 
-func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []MapOption) ([]R, error) {
+// starmap maps fn over in. admitted: the caller holds an admission of p
+// (see Pool.admit), which starmap releases once it has submitted
+// everything; otherwise starmap takes one of its own.
+func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted bool, opts []MapOption) ([]R, error) {
+	if !admitted {
+		if err := p.admit(); err != nil {
+			return nil, err
+		}
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			p.release()
+		}
+	}
+	defer release()
 	var o mapOptions
 	for _, opt := range opts {
 		opt(&o)
@@ -456,7 +544,7 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []Ma
 		if len(pending) == 0 {
 			return nil
 		}
-		err := p.submit(pending...)
+		err := p.submit(true, pending...)
 		sent += len(pending)
 		pending = pending[:0]
 		if err != nil {
@@ -478,6 +566,17 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []Ma
 			// Sized after the chunks before, the buffer need not grow
 			// (and copy) its way up to a chunk's size.
 			b, err := in.encode(make([]byte, 0, encoded/max(encodedItems, 1)*(end-start)*9/8+64), start, end)
+			if err == nil && taskFrameSize(t, len(b)) > maxFrame {
+				// Too large to travel as one: the items fail, not the
+				// worker (a smaller ChunkSize would do).
+				err = tooLarge(t, taskFrameSize(t, len(b)), true)
+				var fails []failure
+				for i := start; i < end; i++ {
+					fails = append(fails, failure{i, err})
+				}
+				settle(end-start, fails)
+				continue
+			}
 			if err == nil {
 				j.body, j.ncalls, j.batch = b, end-start, true
 				encoded, encodedItems = encoded+len(b), encodedItems+end-start
@@ -511,6 +610,7 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []Ma
 	if err := flush(); err != nil {
 		return nil, err
 	}
+	release()
 	select {
 	case <-allDone:
 	case <-ctx.Done():
@@ -533,8 +633,12 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, opts []Ma
 // Imap calls fn(item) in p's workers for each item of items, lazily, and
 // yields the results in the order of items with each item's error (Python's
 // imap). At most a few tasks per worker are in flight, so items may be
-// endless. Breaking out of the loop cancels the tasks not yet started. If
-// ctx ends, the iteration yields ctx.Err() and stops.
+// endless (at most 4 × workers tasks of the input are read ahead).
+// Breaking out of the loop cancels the tasks not yet started. If ctx ends,
+// the iteration yields ctx.Err() and stops. An item that cannot be sent
+// (unencodable, too large) yields its error in its place. If the input
+// panics, the results of the items before are yielded first, then an
+// error saying so, and the iteration stops.
 func Imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
 	return imap[R](ctx, p, fn, items, true, opts)
 }
@@ -557,6 +661,13 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 			yield(zero, err)
 			return
 		}
+		// Admitted for the whole iteration: Close meanwhile does not cut
+		// it short.
+		if err := p.admit(); err != nil {
+			yield(zero, err)
+			return
+		}
+		defer p.release()
 		chunk := max(o.chunk, 1)
 		window := 4 * p.cfg.n
 		next, stop := iter.Pull(items)
@@ -564,32 +675,60 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 		skip := new(atomic.Bool)
 		defer skip.Store(true)
 
+		// pull is next, with a panic of the input turned into inputErr,
+		// which comes after the results of the items before it.
+		var inputErr error
+		inputDone := false
+		pull := func() (item A, ok bool) {
+			defer func() {
+				if r := recover(); r != nil {
+					inputDone, ok = true, false
+					if e, isErr := r.(error); isErr {
+						inputErr = fmt.Errorf("mp: the input of Imap panicked: %w", e)
+					} else {
+						inputErr = fmt.Errorf("mp: the input of Imap panicked: %v", r)
+					}
+				}
+			}()
+			item, ok = next()
+			inputDone = !ok
+			return item, ok
+		}
+
 		type batch struct {
-			rs  chan []result
-			err error // an item could not be submitted
+			rs   chan []result
+			tail error // an item after the job's that could not be submitted
 		}
 		var inflight []*batch // in submission order
 		arrived := make(chan *batch, window)
 		var done int
 		fill := func() {
-			for len(inflight) < window {
+			for len(inflight) < window && !inputDone {
 				j := &job{fn: t, skip: skip}
 				if ctx.Done() != nil {
 					j.ctx = ctx
 				}
 				b := &batch{rs: make(chan []result, 1)}
-				var err error
 				for range chunk {
-					item, ok := next()
+					item, ok := pull()
 					if !ok {
 						break
 					}
-					if err = p.addCall(j, []any{item}); err != nil {
+					if err := p.addCall(j, []any{item}); err != nil {
+						b.tail = err // it fails in its place; the items after it go on
 						break
 					}
 				}
-				if err == nil && j.calls() == 0 {
+				if j.calls() == 0 && b.tail == nil {
 					return
+				}
+				inflight = append(inflight, b)
+				if j.calls() == 0 {
+					b.rs <- nil
+					if !ordered {
+						arrived <- b
+					}
+					continue
 				}
 				j.finish = func(rs []result) {
 					b.rs <- rs
@@ -597,18 +736,18 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 						arrived <- b
 					}
 				}
-				inflight = append(inflight, b)
-				if err == nil {
-					err = p.submit(j)
-				}
-				if err != nil {
+				if err := p.submit(true, j); err != nil {
 					j.fail(err)
+					inputDone = true // the pool takes no more: stop reading
 				}
 			}
 		}
 		for {
 			fill()
 			if len(inflight) == 0 {
+				if inputErr != nil {
+					yield(zero, inputErr)
+				}
 				return
 			}
 			var b *batch
@@ -631,6 +770,9 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 			}
 			inflight = slices.DeleteFunc(inflight, func(x *batch) bool { return x == b })
 			done += len(rs)
+			if b.tail != nil {
+				done++
+			}
 			if o.progress != nil {
 				o.progress(done, -1)
 			}
@@ -638,6 +780,9 @@ func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ord
 				if !yield(decodeResult[R](r)) {
 					return
 				}
+			}
+			if b.tail != nil && !yield(zero, b.tail) {
+				return
 			}
 		}
 	}

@@ -59,6 +59,7 @@ type batchRun struct {
 	valOut  int           // index of the value among fn's results, or -1
 	vals    reflect.Value // []V: the calls' values, if fn returns one
 	fails   []callFailure // in increasing index order
+	at      int           // the call being run (or to run next)
 }
 
 type callFailure struct {
@@ -66,9 +67,9 @@ type callFailure struct {
 	ce *callError
 }
 
-// runBatch runs the n calls of batched task id, whose arguments data
-// holds, and appends its result frame to b.
-func runBatch(ctx context.Context, t *target, id uint64, data []byte, n int, b []byte) ([]byte, error) {
+// newBatchRun prepares the n calls of batched task id, whose arguments
+// data holds.
+func newBatchRun(ctx context.Context, t *target, id uint64, data []byte, n int) (*batchRun, error) {
 	if len(t.params) != 1 || !t.batchable(t.params[0]) {
 		return nil, fmt.Errorf("%w: batched task for %s, which cannot take one", ErrCorrupt, t.short())
 	}
@@ -101,10 +102,7 @@ func runBatch(ctx context.Context, t *target, id uint64, data []byte, n int, b [
 	if r.valOut >= 0 {
 		r.vals = reflect.MakeSlice(reflect.SliceOf(t.fn.Type().Out(r.valOut)), n, n)
 	}
-	for i := 0; i < n; {
-		i = r.runFrom(i)
-	}
-	return r.appendResults(b), nil
+	return r, nil
 }
 
 // runFrom makes the calls from i on, until one panics; it returns the
@@ -135,6 +133,7 @@ func (r *batchRun) runFrom(from int) (i int) {
 			}
 		}
 		r.in[r.argAt] = r.args.Index(i)
+		r.at = i // for a Goexit in the call
 		out := fn.Call(r.in)
 		if errOut >= 0 && !out[errOut].IsNil() {
 			err := out[errOut].Interface().(error)
@@ -176,6 +175,12 @@ func (r *batchRun) appendResults(b []byte) []byte {
 	for _, f := range r.fails {
 		b = binary.LittleEndian.AppendUint32(b, uint32(f.i))
 		b = appendChunk(b, encodeCallError(f.ce))
+	}
+	if len(b)-mark > maxFrame {
+		// Too large as one: one by one, so that the values that fit go.
+		outs := r.outs()
+		fitOuts(r.t, outs)
+		return appendResult(b[:mark], r.id, outs)
 	}
 	return b
 }

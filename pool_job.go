@@ -97,6 +97,9 @@ func (j *job) expired() error {
 	return nil
 }
 
+// goexitMessage is the error of a call that called runtime.Goexit.
+const goexitMessage = "mp: the function called runtime.Goexit (as t.FailNow and t.Fatal do) instead of returning"
+
 var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (FailFast)", context.Canceled)
 
 // TaskError is the failure of a task run by a pool: the error it returned,
@@ -105,9 +108,10 @@ var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (FailFas
 // errors.Is, one of the sentinel errors given to RegisterError (and a few
 // of the standard library's: context.Canceled, context.DeadlineExceeded,
 // io.EOF, io.ErrUnexpectedEOF, fs.ErrNotExist, fs.ErrExist,
-// fs.ErrPermission, and this package's ErrUnencodable, ErrBadArguments and
-// ErrNotRegistered), so errors.Is works on it in the parent. In a thread
-// pool, a returned error is passed on as it is, not as a TaskError.
+// fs.ErrPermission, and this package's ErrUnencodable, ErrBadArguments,
+// ErrNotRegistered and ErrTooLarge), so errors.Is works on it in the
+// parent. In a thread pool, a returned error is passed on as it is, not as
+// a TaskError.
 type TaskError struct {
 	Message  string
 	Panicked bool
@@ -141,7 +145,7 @@ var sentinels struct {
 
 func init() {
 	RegisterError(context.Canceled, context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF,
-		os.ErrNotExist, os.ErrExist, os.ErrPermission, ErrUnencodable, ErrBadArguments, ErrNotRegistered)
+		os.ErrNotExist, os.ErrExist, os.ErrPermission, ErrUnencodable, ErrBadArguments, ErrNotRegistered, ErrTooLarge)
 }
 
 // RegisterError records sentinel errors that tasks of process pools may

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/ring"
 )
 
 // A worker process receives tasks and sends results over a duplex pipe.
@@ -22,6 +25,10 @@ import (
 // the queue, and the one task sent, not answered and not in the pipe is the
 // one it was running.
 
+// testWorkerPipe, if set (by tests), is given the two ends of each
+// worker's pipe.
+var testWorkerPipe func(parent, child *Conn)
+
 // worker is the parent's side of one worker process.
 type worker struct {
 	p    *Pool
@@ -32,6 +39,7 @@ type worker struct {
 	inflight []*job // sent (or being sent), not answered, in order
 	quota    int    // tasks it may still be given; < 0: no limit
 	ready    bool   // its initializer has run
+	retired  bool   // told to exit (its pipe closed)
 	dead     bool
 	stop     func() // disarms the timers of the running task
 }
@@ -43,11 +51,15 @@ func (p *Pool) startWorker() error {
 	if err != nil {
 		return err
 	}
-	spec := workerSpec{}
+	if testWorkerPipe != nil {
+		testWorkerPipe(a, b)
+	}
+	spec := workerSpec{MaxRSS: p.cfg.maxRSS}
 	if t := p.cfg.init; t != nil {
 		vals, _ := t.bind(p.cfg.initArgs)
 		if spec.Init, err = codec.MarshalArgs(vals); err != nil {
 			a.Close()
+			b.Close()
 			return fmt.Errorf("mp: pool initializer: %w", err)
 		}
 		spec.InitFn, spec.NInit = t.name, len(p.cfg.initArgs)
@@ -58,7 +70,11 @@ func (p *Pool) startWorker() error {
 	p.mu.Unlock()
 	proc := NewProcess(poolWorker, b, spec)
 	proc.Name, proc.Daemon = name, true
-	if err := proc.Start(); err != nil {
+	err = proc.Start()
+	// The worker holds its end now (or never will): the parent's hold on
+	// it goes, so that the pipe is given back once both sides are done.
+	b.Close()
+	if err != nil {
 		a.Close()
 		return err
 	}
@@ -101,7 +117,9 @@ func (w *worker) run() {
 func (w *worker) send() {
 	p := w.p
 	room := func() bool { return !w.dead && w.quota != 0 && len(w.inflight) < p.cfg.window }
-	retire := func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.closed)) }
+	// Close is no reason to retire while work is left: the queue is
+	// emptied first.
+	retire := func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.drainedLocked())) }
 	steal := func() *job {
 		if len(w.inflight) == 0 {
 			return p.stealLocked(w)
@@ -116,6 +134,7 @@ func (w *worker) send() {
 			if j != nil {
 				p.requeueLocked([]*job{j})
 			}
+			w.retired = !w.dead
 			p.mu.Unlock()
 			w.conn.Close()
 			return
@@ -128,16 +147,52 @@ func (w *worker) send() {
 			w.armLocked(j)
 		}
 		p.mu.Unlock()
-		frame = appendTask(frame[:0], j, p.cfg.timeout)
-		err := w.conn.SendBytes(frame)
+		var err error
+		if n := taskFrameSize(j.fn, len(j.body)); n > maxFrame {
+			err = tooLarge(j.fn, n, j.calls() > 1) // submit refuses these; in case
+		} else {
+			frame = appendTask(frame[:0], j, p.cfg.timeout)
+			err = w.conn.SendBytes(frame)
+		}
+		if cap(frame) > keepBuffer {
+			frame = nil // a large task's buffer is not kept for the small ones
+		}
 		p.mu.Lock()
 		j.sent = err == nil
+		gone := errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrClosed)
+		if err != nil && !gone {
+			// The task cannot travel (too large, or no shared memory for
+			// it): it fails alone, and the worker goes on with the next.
+			w.dropLocked(j)
+		}
 		// An idle worker may take this task over if this one is busy.
 		p.cond.Broadcast()
 		p.mu.Unlock()
-		if err != nil {
+		if gone {
 			return // the worker is gone; settle sorts out its tasks
 		}
+		if err != nil {
+			j.fail(fmt.Errorf("mp: cannot send a task to a pool worker: %w", err))
+		}
+	}
+}
+
+// dropLocked takes j, which was not sent after all, off the worker's
+// hands.
+func (w *worker) dropLocked(j *job) {
+	i := slices.Index(w.inflight, j)
+	if i < 0 {
+		return
+	}
+	w.inflight = slices.Delete(w.inflight, i, i+1)
+	if i == 0 {
+		w.disarmLocked()
+		if len(w.inflight) > 0 {
+			w.armLocked(w.inflight[0])
+		}
+	}
+	if w.quota >= 0 {
+		w.quota++
 	}
 }
 
@@ -152,6 +207,7 @@ func (w *worker) receive() {
 		if len(msg) == 1 && msg[0] == frameReady {
 			p.mu.Lock()
 			w.ready = true
+			p.failedStarts = 0
 			p.mu.Unlock()
 			continue
 		}
@@ -247,13 +303,17 @@ func (w *worker) settle() {
 	}
 	code, _ := w.proc.ExitCode()
 	initErr := w.proc.Join(context.Background())
+	// The unstarted tasks are read: this side of the pipe is done with.
+	w.conn.Close()
 
 	p.mu.Lock()
 	w.disarmLocked()
 	delete(p.workers, w)
 	var again, failed []*job
 	var errs []error
+	killed := false // by the pool, for a task's timeout or context
 	for _, j := range w.inflight {
+		killed = killed || j.killErr != nil
 		switch {
 		case !j.sent || unstarted[j.id]:
 			again = append(again, j)
@@ -274,14 +334,33 @@ func (w *worker) settle() {
 		again = nil
 	}
 	p.requeueLocked(again)
-	if !w.ready && code > 0 && !p.terminated {
-		p.breakLocked(fmt.Errorf("mp: pool initializer failed in %s: %w", w.proc.Name, initErr))
+	if !w.ready && !p.terminated && !killed && !w.retired {
+		// It died starting: in its initializer, or killed from outside.
+		// Restarting it in a loop would help no one.
+		p.failedStarts++
+		limit := 2*p.cfg.n + 1
+		switch {
+		case code > 0:
+			p.breakLocked(fmt.Errorf("%w: its initializer failed in %s: %w", ErrPoolBroken, w.proc.Name, initErr))
+		case p.failedStarts >= limit:
+			how := fmt.Sprintf("exited with status %d", code)
+			if code < 0 {
+				how = fmt.Sprintf("was killed by signal %d", -code)
+			}
+			p.breakLocked(fmt.Errorf("%w: %d workers in a row died before they were ready (the last, %s, %s); no more are started",
+				ErrPoolBroken, p.failedStarts, w.proc.Name, how))
+		}
+	}
+	if p.broken != nil {
+		// Nothing runs them any more, the ones just put back included.
 		for _, j := range p.drainLocked() {
 			failed, errs = append(failed, j), append(errs, p.broken)
 		}
 	}
-	replace := !p.terminated && p.broken == nil && len(p.workers) < p.cfg.n &&
-		(!p.closed || len(p.queue) > 0 || p.busyLocked())
+	// A closed pool replaces a worker only for work still to be given
+	// out: the tasks other workers hold are theirs to finish, and a
+	// replacement with nothing to do would retire at once.
+	replace := !p.terminated && p.broken == nil && len(p.workers) < p.cfg.n && !p.drainedLocked()
 	p.mu.Unlock()
 
 	for i, j := range failed {
@@ -290,7 +369,7 @@ func (w *worker) settle() {
 	if replace {
 		if err := p.startWorker(); err != nil {
 			p.mu.Lock()
-			p.breakLocked(fmt.Errorf("mp: cannot replace a pool worker: %w", err))
+			p.breakLocked(fmt.Errorf("%w: cannot replace a pool worker: %w", ErrPoolBroken, err))
 			q := p.drainLocked()
 			p.mu.Unlock()
 			for _, j := range q {
@@ -334,16 +413,6 @@ func (p *Pool) stealLocked(thief *worker) *job {
 	return nil
 }
 
-// busyLocked reports whether any worker has tasks in hand.
-func (p *Pool) busyLocked() bool {
-	for w := range p.workers {
-		if len(w.inflight) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // Frames between the parent and a worker. A task's calls, and their
 // results, travel either one by one or, for a batched Map chunk, as one
 // encoded slice (see pool_chunk.go).
@@ -363,6 +432,19 @@ const (
 	frameBatchResult = 'S'
 	frameReady       = 'Y' // the initializer has run
 )
+
+// maxFrame is the largest frame a worker's pipe carries, either way. A
+// task or a result that would be larger fails with ErrTooLarge rather
+// than travelling.
+const maxFrame = ring.MaxMessage
+
+// keepBuffer is the largest frame buffer kept for the next task: one for
+// a rare huge task is not held for the life of the worker.
+const keepBuffer = maxFrame / 4
+
+// taskFrameSize is the size of the frame of a task of fn whose calls
+// encode to body bytes.
+func taskFrameSize(fn *target, body int) int { return 1 + 8 + 8 + 8 + 4 + len(fn.name) + 4 + body }
 
 // appendTask encodes j; timeout is the pool's, which the worker counts
 // from when it starts the task.
@@ -556,12 +638,20 @@ type workerSpec struct {
 	InitFn string // the initializer's registered name, or ""
 	Init   []byte // its encoded arguments
 	NInit  int
+	MaxRSS int64 // exit after a task that leaves the RSS above this; 0: never
 }
 
 func init() { Register(poolWorker) }
 
 // poolWorker is the main function of a pool's worker process.
 func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
+	// The parent treats its workers as daemonic (Shutdown terminates
+	// them), but unlike Python's, their tasks may start processes and
+	// pools: these die with the worker, whichever way it ends. Set before
+	// any task runs, in the goroutine that set it up.
+	self.info.Daemon = false
+	// Given up however the worker ends, so that the pipe's memory can go.
+	defer c.Close()
 	if spec.InitFn != "" {
 		t, ok := lookupName(spec.InitFn)
 		if !ok {
@@ -581,34 +671,174 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 	if err := c.SendBytes([]byte{frameReady}); err != nil {
 		return nil
 	}
-	targets := make(map[string]*target)
-	var in, out []byte
-	for {
-		// The frame is decoded before the next is read: one buffer will do.
-		msg, err := c.get(ctx, in[:0])
-		if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
-			return nil
+	l := &workerLoop{ctx: ctx, c: c, targets: make(map[string]*target), done: make(chan error, 1)}
+	if spec.MaxRSS > 0 {
+		f, err := os.Open("/proc/self/statm")
+		if err != nil {
+			return fmt.Errorf("mp: pool worker: WithMaxMemoryPerChild: %w", err)
 		}
+		defer f.Close()
+		l.rss = &rssMeter{f: f, limit: spec.MaxRSS, page: int64(os.Getpagesize())}
+	}
+	go l.serve(false)
+	return <-l.done
+}
+
+// rssMeter measures the worker's resident memory.
+type rssMeter struct {
+	f     *os.File // /proc/self/statm, read again each time
+	limit int64
+	page  int64
+	buf   [128]byte
+}
+
+// over reports whether the resident memory is above the limit.
+func (m *rssMeter) over() bool {
+	n, _ := m.f.ReadAt(m.buf[:], 0)
+	// "size resident shared ...", in pages.
+	b := m.buf[:n]
+	i := 0
+	for i < len(b) && b[i] != ' ' {
+		i++
+	}
+	var pages int64
+	for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		pages = pages*10 + int64(b[i]-'0')
+	}
+	return pages*m.page > m.limit
+}
+
+// workerLoop is a worker process's loop over its tasks. It outlives the
+// goroutine that runs it if a task calls runtime.Goexit (as t.FailNow
+// does): nothing can stop that goroutine from ending, so another takes
+// over the task and the loop.
+type workerLoop struct {
+	ctx     context.Context
+	c       *Conn
+	targets map[string]*target
+	in, out []byte
+	tr      taskRun // the task being run, reused from one to the next
+	running bool    // tr is being run
+	rss     *rssMeter
+	done    chan error
+}
+
+// serve runs the loop, going on with the task being run if resume.
+func (l *workerLoop) serve(resume bool) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		if !l.running {
+			l.done <- errors.New("mp: pool worker: runtime.Goexit outside a task")
+			return
+		}
+		l.tr.goexited()
+		go l.serve(true)
+	}()
+	err := l.loop(resume)
+	returned = true
+	l.done <- err
+}
+
+func (l *workerLoop) loop(resume bool) error {
+	for {
+		if !resume {
+			// The frame is decoded before the next is read: one buffer will do.
+			msg, err := l.c.get(l.ctx, l.in[:0])
+			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			l.in = msg
+			if err := l.tr.start(l.ctx, msg, l.targets); err != nil {
+				return err
+			}
+		}
+		resume = false
+		l.running = true
+		out, err := l.tr.run(l.out[:0])
+		l.running = false
+		l.tr.end()
 		if err != nil {
 			return err
 		}
-		in = msg
-		if out, err = runTask(ctx, msg, targets, out[:0]); err != nil {
-			return err
+		l.out = out
+		if err := l.c.SendBytes(out); err != nil {
+			if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrClosed) {
+				return nil // the parent is gone
+			}
+			// The results cannot travel (no shared memory for them):
+			// the task fails, saying why, and the worker goes on.
+			if err := l.c.SendBytes(failedResult(out, err)); err != nil {
+				return nil
+			}
 		}
-		if err := c.SendBytes(out); err != nil {
-			return nil // the parent is gone
+		if l.rss != nil && l.rss.over() {
+			// Retire: the parent puts the tasks still in the pipe back in
+			// its queue, and starts another worker if there is work.
+			return nil
+		}
+		if cap(l.out) > keepBuffer {
+			l.out = nil // a large result's buffer is not kept for the small ones
+		}
+		if cap(l.in) > keepBuffer {
+			l.in = nil
 		}
 	}
 }
 
-// runTask runs the calls of one task frame and appends its result frame
-// to b.
-func runTask(ctx context.Context, msg []byte, targets map[string]*target, b []byte) ([]byte, error) {
+// failedResult turns the result frame out into one of the same task with
+// every call failed with err.
+func failedResult(out []byte, err error) []byte {
+	r := frameReader{b: out}
+	r.u8()
+	id, n := r.u64(), r.u32()
+	outs := make([]workerOut, n)
+	e := fmt.Errorf("mp: the results of a pool task cannot be sent back: %w", err)
+	for i := range outs {
+		outs[i] = workerOut{status: 1, data: encodeCallError(&callError{Message: e.Error(), err: e})}
+	}
+	return appendResult(nil, id, outs)
+}
+
+// fitOuts makes outs fit in one result frame: a value that does not fit,
+// with the ones before it in its task, is replaced by an ErrTooLarge
+// error.
+func fitOuts(t *target, outs []workerOut) {
+	size := 1 + 8 + 4
+	for i := range outs {
+		if n := 5 + len(outs[i].data); size+n > maxFrame {
+			err := fmt.Errorf("%w: the result of %s encodes to %d bytes; with the results before it in its task, more than the %d a pool worker's pipe carries",
+				ErrTooLarge, t.short(), len(outs[i].data), maxFrame)
+			outs[i] = workerOut{status: 1, data: encodeCallError(&callError{Message: err.Error(), err: err})}
+		}
+		size += 5 + len(outs[i].data)
+	}
+}
+
+// taskRun is one task frame being run in a worker, kept where a
+// goroutine taking over after runtime.Goexit finds it.
+type taskRun struct {
+	ctx     context.Context
+	cancels []context.CancelFunc
+	t       *target
+	id      uint64
+	n       int
+	r       frameReader // one by one: the calls not yet started
+	outs    []workerOut // one by one: the results so far
+	batch   *batchRun   // batched tasks
+}
+
+// start prepares the task of frame msg.
+func (tr *taskRun) start(ctx context.Context, msg []byte, targets map[string]*target) error {
 	r := frameReader{b: msg}
 	kind := r.u8()
 	if kind != frameTask && kind != frameBatch {
-		return nil, fmt.Errorf("%w: not a task frame", ErrCorrupt)
+		return fmt.Errorf("%w: not a task frame", ErrCorrupt)
 	}
 	id := r.u64()
 	deadline := int64(r.u64())
@@ -616,37 +846,79 @@ func runTask(ctx context.Context, msg []byte, targets map[string]*target, b []by
 	name := r.chunk()
 	n := r.u32()
 	if r.err != nil {
-		return nil, r.err
+		return r.err
 	}
 	t, ok := targets[string(name)] // no allocation for the lookup
 	if !ok {
 		if t, ok = lookupName(string(name)); !ok {
-			return nil, fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
+			return fmt.Errorf("%w: %s in a pool worker", ErrNotRegistered, name)
 		}
 		targets[string(name)] = t
 	}
+	// Not deferred: the contexts live until end, across a Goexit.
+	tr.cancels = tr.cancels[:0]
 	if deadline != 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, time.Unix(0, deadline))
-		defer cancel()
+		tr.cancels = append(tr.cancels, cancel)
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		tr.cancels = append(tr.cancels, cancel)
 	}
+	tr.ctx, tr.t, tr.id, tr.n, tr.batch = ctx, t, id, n, nil
 	if kind == frameBatch {
-		return runBatch(ctx, t, id, r.b, n, b)
+		var err error
+		tr.batch, err = newBatchRun(ctx, t, id, r.b, n)
+		return err
 	}
-	outs := make([]workerOut, 0, min(n, len(r.b)/6))
-	for range n {
-		nargs, data := r.u16(), r.chunk()
-		if r.err != nil {
-			return nil, r.err
+	tr.r = r
+	if cap(tr.outs) > 1024 {
+		tr.outs = nil
+	}
+	tr.outs = slices.Grow(tr.outs[:0], min(n, len(r.b)/6))
+	return nil
+}
+
+// run runs the task's calls not yet run, and appends its result frame to
+// b.
+func (tr *taskRun) run(b []byte) ([]byte, error) {
+	if br := tr.batch; br != nil {
+		for br.at < br.n {
+			br.at = br.runFrom(br.at)
 		}
-		outs = append(outs, runCall(ctx, t, data, nargs))
+		return br.appendResults(b), nil
 	}
-	return appendResult(b, id, outs), nil
+	for len(tr.outs) < tr.n {
+		nargs, data := tr.r.u16(), tr.r.chunk()
+		if tr.r.err != nil {
+			return nil, tr.r.err
+		}
+		tr.outs = append(tr.outs, runCall(tr.ctx, tr.t, data, nargs))
+	}
+	fitOuts(tr.t, tr.outs)
+	return appendResult(b, tr.id, tr.outs), nil
+}
+
+// goexited records that the call being run called runtime.Goexit: it
+// fails, and the task goes on from the next.
+func (tr *taskRun) goexited() {
+	ce := &callError{Message: goexitMessage}
+	if br := tr.batch; br != nil {
+		br.fail(br.at, ce)
+		br.at++
+		return
+	}
+	tr.outs = append(tr.outs, workerOut{status: 1, data: encodeCallError(ce)})
+}
+
+// end releases the task's contexts.
+func (tr *taskRun) end() {
+	for _, c := range tr.cancels {
+		c()
+	}
+	tr.ctx, tr.batch = nil, nil
 }
 
 func runCall(ctx context.Context, t *target, data []byte, nargs int) workerOut {

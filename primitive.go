@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/shm"
 )
 
@@ -73,6 +75,44 @@ type handle struct {
 	off  shm.Offset
 	base unsafe.Pointer // the block in this process's mapping
 	loc  *local         // this process's companion state for the block
+	ref  *ref           // this handle's claim on the block
+}
+
+// ref is one handle's claim on a primitive's memory: while it is
+// reachable, this process holds the primitive. It is released by Close,
+// or by the garbage collector once no copy of the handle is left.
+type ref struct {
+	id      refs.ID
+	closed  atomic.Bool
+	cleanup runtime.Cleanup
+}
+
+func newRef(id refs.ID, off shm.Offset) *ref {
+	r := &ref{id: id}
+	r.cleanup = runtime.AddCleanup(r, release, handleRef{id, off})
+	return r
+}
+
+type handleRef struct {
+	id  refs.ID
+	off shm.Offset
+}
+
+// release gives up one handle's claim. The last handle of this process to
+// go takes the process's companion state with it.
+func release(r handleRef) {
+	arena.refs.Detach(r.id, func() { locals.Delete(r.off) })
+}
+
+// close releases h's claim at once; h must not be used afterwards. It
+// reports whether this call was the one that closed it.
+func (h *handle) close() bool {
+	if h.ref == nil || h.ref.closed.Swap(true) {
+		return false
+	}
+	h.ref.cleanup.Stop()
+	release(handleRef{h.ref.id, h.off})
+	return true
 }
 
 // local is what a process keeps beside a primitive's shared block, shared
@@ -112,32 +152,57 @@ func (l *local) raceAcquire() {
 	}
 }
 
-const handleLen = 2 + 1 + 8 // "mp", kind, offset
+// An encoded handle: "mp", the kind, the tree's identity, the object's
+// entry and generation, and its offset.
+const handleLen = 2 + 1 + 8 + 4 + 4 + 8
 
-// alloc makes a new zeroed block of size bytes for a primitive.
+// alloc makes a new zeroed block of size bytes for a primitive, held by
+// this process through the handle returned.
 func alloc(k kind, size int) (handle, error) {
-	a, err := treeArena()
+	t, err := treeRefs()
 	if err != nil {
 		return handle{}, err
 	}
-	off, err := a.Alloc(size)
-	if err != nil {
-		return handle{}, fmt.Errorf("mp: new %s: %w", k, err)
+	id, off, err := t.New(uint8(k), size)
+	if errors.Is(err, shm.ErrNoSpace) {
+		// Primitives dropped without Close wait for the garbage collector,
+		// and dead processes' references for a sweep: give both a chance
+		// before failing.
+		var r handleRef
+		r, err = retryNoSpace(func() (handleRef, error) {
+			id, off, err := t.New(uint8(k), size)
+			return handleRef{id, off}, err
+		})
+		id, off = r.id, r.off
 	}
-	return handle{kind: k, off: off, base: unsafe.Pointer(&a.Bytes(off, size)[0]), loc: localFor(off)}, nil
+	if err != nil {
+		return handle{}, fmt.Errorf("mp: new %s: %w", k, noSpace(err))
+	}
+	return handle{kind: k, off: off, base: unsafe.Pointer(&arena.a.Bytes(off, size)[0]), loc: localFor(off), ref: newRef(id, off)}, nil
 }
 
 func (h *handle) marshal() ([]byte, error) {
 	if h.base == nil {
 		return nil, fmt.Errorf("%w: zero value", ErrInvalidHandle)
 	}
-	b := make([]byte, handleLen)
-	b[0], b[1], b[2] = 'm', 'p', byte(h.kind)
-	binary.LittleEndian.PutUint64(b[3:], uint64(h.off))
-	return b, nil
+	if h.ref != nil && h.ref.closed.Load() {
+		return nil, fmt.Errorf("%w: %s", ErrClosed, h.kind)
+	}
+	return encodeHandle(h.kind, arena.refs.Tree(), h.ref.id, h.off), nil
 }
 
-// unmarshal resolves an encoded handle of kind k in this process's arena.
+func encodeHandle(k kind, tree uint64, id refs.ID, off shm.Offset) []byte {
+	b := make([]byte, handleLen)
+	b[0], b[1], b[2] = 'm', 'p', byte(k)
+	binary.LittleEndian.PutUint64(b[3:], tree)
+	binary.LittleEndian.PutUint32(b[11:], id.Index)
+	binary.LittleEndian.PutUint32(b[15:], id.Gen)
+	binary.LittleEndian.PutUint64(b[19:], uint64(off))
+	return b
+}
+
+// unmarshal resolves an encoded handle of kind k in this process's arena,
+// and makes this process a holder of the primitive.
 func (h *handle) unmarshal(k kind, b []byte) error {
 	if len(b) != handleLen || b[0] != 'm' || b[1] != 'p' {
 		return fmt.Errorf("%w: not a %s", ErrInvalidHandle, k)
@@ -145,16 +210,30 @@ func (h *handle) unmarshal(k kind, b []byte) error {
 	if kind(b[2]) != k {
 		return fmt.Errorf("%w: a %s, not a %s", ErrInvalidHandle, kind(b[2]), k)
 	}
-	a, err := treeArena()
+	t, err := treeRefs()
 	if err != nil {
 		return err
 	}
-	off := shm.Offset(binary.LittleEndian.Uint64(b[3:]))
-	size, err := a.BlockSize(off)
+	if binary.LittleEndian.Uint64(b[3:]) != t.Tree() {
+		return fmt.Errorf("%w: a %s of another process tree", ErrInvalidHandle, k)
+	}
+	id := refs.ID{Index: binary.LittleEndian.Uint32(b[11:]), Gen: binary.LittleEndian.Uint32(b[15:])}
+	off := shm.Offset(binary.LittleEndian.Uint64(b[19:]))
+	if err := t.Attach(id, uint8(k), off); err != nil {
+		if errors.Is(err, refs.ErrGone) {
+			return fmt.Errorf("%w: the %s was closed by every process that held it: %w", ErrInvalidHandle, k, ErrClosed)
+		}
+		return fmt.Errorf("%w: %s: %v", ErrInvalidHandle, k, err)
+	}
+	size, err := arena.a.BlockSize(off)
 	if err != nil {
+		t.Detach(id, nil)
 		return fmt.Errorf("%w: %s at offset %d: %v", ErrInvalidHandle, k, off, err)
 	}
-	*h = handle{kind: k, off: off, base: unsafe.Pointer(&a.Bytes(off, size)[0]), loc: localFor(off)}
+	if h.ref != nil {
+		h.close() // decoding over a handle in use replaces it
+	}
+	*h = handle{kind: k, off: off, base: unsafe.Pointer(&arena.a.Bytes(off, size)[0]), loc: localFor(off), ref: newRef(id, off)}
 	return nil
 }
 
@@ -162,7 +241,14 @@ func (h *handle) unmarshal(k kind, b []byte) error {
 func (h *handle) u32(i uintptr) *uint32 { return (*uint32)(unsafe.Add(h.base, i)) }
 func (h *handle) u64(i uintptr) *uint64 { return (*uint64)(unsafe.Add(h.base, i)) }
 
-func (h *handle) valid() bool { return h.base != nil }
+// valid reports whether h was made by a New function or decoded, and
+// panics with an error wrapping ErrClosed if it was closed since.
+func (h *handle) valid() bool {
+	if h.ref != nil && h.ref.closed.Load() {
+		panic(fmt.Errorf("%w: %s used after Close", ErrClosed, h.kind))
+	}
+	return h.base != nil
+}
 
 // Must returns v, or panics if err is not nil, for constructors called
 // where failure can only be a programming error, as template.Must does:

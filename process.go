@@ -128,13 +128,14 @@ func (p *Process) Start() error {
 		return fmt.Errorf("mp: start %s: %w", p.Name, err)
 	}
 	// The child waits for its bootstrap frame before it decodes anything,
-	// so pipe ends among its arguments can be handed over before it runs.
-	if conns := connsIn(p.args); len(conns) > 0 {
-		if start, ok := proc.StartTime(c.Pid); ok {
-			for _, conn := range conns {
-				conn.handOver(uint64(uint32(c.Pid)) | uint64(uint32(start))<<32)
-			}
+	// so pipe ends among its arguments can be handed over, and the
+	// primitives among them counted as its, before it runs.
+	if start, ok := proc.StartTime(c.Pid); ok {
+		child := uint64(uint32(c.Pid)) | uint64(uint32(start))<<32
+		for _, conn := range connsIn(p.args) {
+			conn.handOver(child)
 		}
+		attachForChild(child, p.args)
 	}
 	if err := spawn.WriteFrame(c.Ctl, boot); err != nil {
 		c.Kill()
@@ -230,7 +231,8 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error) {
 // returned without error and the process exited with status 0; a
 // *ProcessError if the function failed or panicked, or the process exited
 // otherwise (a signal, os.Exit with a non-zero status); ctx.Err() if ctx
-// ends first, leaving the process running. Join may be called any number of
+// ends first, leaving the process running (a process that has finished
+// gives its outcome, even to an ended ctx). Join may be called any number of
 // times, from any goroutine.
 func (p *Process) Join(ctx context.Context) error {
 	p.mu.Lock()
@@ -239,14 +241,13 @@ func (p *Process) Join(ctx context.Context) error {
 	if !started {
 		return fmt.Errorf("%w: %s", ErrNotStarted, p.Name)
 	}
-	select {
-	case <-done:
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.err
-	case <-ctx.Done():
-		return ctx.Err()
+	// The outcome wins over an ended ctx.
+	if err := waitDone(ctx, done); err != nil {
+		return err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
 }
 
 // IsAlive reports whether the process has been started and has not yet

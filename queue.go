@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/ring"
 )
 
@@ -50,9 +51,9 @@ var (
 // MaxMessage is the largest encoded item a queue carries.
 const MaxMessage = ring.MaxMessage
 
-// DefaultQueueSize is the capacity of a queue made with maxsize <= 0.
-// Python's unbounded queues are bounded by memory; ours by this many items,
-// which live in shared memory.
+// DefaultQueueSize is a maxsize for queues meant to be large but bounded.
+// A queue made with maxsize <= 0 is unbounded, as in Python: bounded only
+// by the space of the shared-memory arena.
 const DefaultQueueSize = 1 << 15
 
 // Queue is a first-in, first-out queue of values of type T shared by every
@@ -70,6 +71,16 @@ const DefaultQueueSize = 1 << 15
 // process was putting or taking stop counting once the queue has noticed
 // it is gone (a blocked Put checks every 50 ms).
 //
+// Memory: a queue takes shared memory as it fills, and keeps what it took
+// until it is destroyed. An idle unbounded queue (maxsize <= 0) takes 8
+// KiB of the arena, about 2.5 KiB of it touched; as items are put, its
+// ring grows by doubling, at about 128 bytes per item of the most it
+// ever held at once (256 bytes in the worst case), plus, for items whose
+// encoding exceeds 96 bytes, a block for each item queued. A bounded queue
+// (maxsize > 0) takes its ring for maxsize items at once: about 128 bytes
+// per item of maxsize rounded up to a power of two, plus 4 KiB, touched
+// as it is used.
+//
 // Blocked Puts and Gets park their goroutines without holding OS threads.
 // A Queue may be passed to child processes as an argument, inside a struct,
 // or through another queue.
@@ -81,6 +92,7 @@ type Queue[T any] struct {
 	join  *joinState
 	acct  *takeAccounts // what a Get records as an item leaves the ring; nil if nothing
 	raw   int           // rawBytes or rawString when T is []byte or string
+	lends bool          // items may hold primitives (see lend)
 }
 
 const (
@@ -110,7 +122,8 @@ const (
 )
 
 // NewQueue returns an empty queue holding at most maxsize items; maxsize
-// <= 0 means DefaultQueueSize.
+// <= 0 means no limit but the arena's space (a Put then fails with an
+// error wrapping ErrNoSpace when the queue cannot grow).
 func NewQueue[T any](maxsize int) (*Queue[T], error) {
 	return newQueue[T](maxsize, 0)
 }
@@ -124,11 +137,12 @@ func newQueue[T any](maxsize int, flags uint32) (*Queue[T], error) {
 		return nil, err
 	}
 	a, _ := treeArena()
-	capacity := maxsize
-	if capacity <= 0 {
-		capacity = DefaultQueueSize
+	off := shmOffset(0)
+	if maxsize <= 0 {
+		off, err = ring.NewGrowing(a, 0, ring.DefaultInline)
+	} else {
+		off, err = ring.New(a, maxsize)
 	}
-	off, err := ring.New(a, capacity)
 	if err != nil {
 		a.Free(h.off)
 		return nil, fmt.Errorf("mp: NewQueue: %w", err)
@@ -152,7 +166,7 @@ func openQueue[T any](h handle) (*Queue[T], error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidHandle, err)
 	}
-	q := &Queue[T]{h: h, r: r, max: int(atomic.LoadUint32(h.u32(qMax)))}
+	q := &Queue[T]{h: h, r: r, max: int(atomic.LoadUint32(h.u32(qMax))), lends: lends(reflect.TypeFor[T]())}
 	switch reflect.TypeFor[T]() {
 	case reflect.TypeFor[[]byte]():
 		q.raw = rawBytes
@@ -212,12 +226,25 @@ func (q *Queue[T]) put(ctx context.Context, v T, block bool) error {
 	}
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
-	msg, err := codec.AppendMarshalContext(ctx, (*bp)[:0], v)
+	msg := (*bp)[:0]
+	var lent []refs.ID
+	if q.lends {
+		var err error
+		if msg, lent, err = lend(msg, v); err != nil {
+			return fmt.Errorf("mp: Put: %w", err)
+		}
+	}
+	msg, err := codec.AppendMarshalContext(ctx, msg, v)
 	if err != nil {
+		giveBack(lent)
 		return fmt.Errorf("mp: Put: %w", err)
 	}
 	*bp = msg[:0]
-	return q.putMsg(ctx, msg, nil, block)
+	if err := q.putMsg(ctx, msg, nil, block); err != nil {
+		giveBack(lent)
+		return err
+	}
+	return nil
 }
 
 // putMsg puts the encoded item head+body.
@@ -448,6 +475,19 @@ func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut r
 }
 
 func (q *Queue[T]) decode(msg []byte, v *T) error {
+	if q.lends {
+		lent, body, err := borrowed(msg)
+		// The references the item carried go back once the decoded
+		// handles hold their own.
+		defer giveBack(lent)
+		if err != nil {
+			if q.join != nil {
+				q.join.drop(true)
+			}
+			return decodeErr("Get", err)
+		}
+		msg = body
+	}
 	if err := codec.Unmarshal(msg, v); err != nil {
 		if q.join != nil {
 			q.join.drop(true)
@@ -511,11 +551,7 @@ func (q *Queue[T]) Empty() bool { return q.Len() == 0 }
 // Full reports whether the queue holds maxsize items: a snapshot.
 func (q *Queue[T]) Full() bool {
 	q.check()
-	limit := q.max
-	if limit == 0 {
-		limit = q.r.Cap()
-	}
-	return q.Len() >= limit
+	return q.max > 0 && q.Len() >= q.max
 }
 
 // Close closes the queue for every process: further puts fail with

@@ -91,10 +91,24 @@ type target struct {
 var (
 	errorType   = reflect.TypeFor[error]()
 	contextType = reflect.TypeFor[context.Context]()
-	// Anonymous functions are named pkg.outer.funcN (possibly .funcN.M);
-	// method values carry a -fm suffix.
-	literalName = regexp.MustCompile(`\.func\d+(\.\d+)*$|-fm$`)
+	// Anonymous functions are named pkg.outer.funcN (possibly .funcN.M),
+	// with an enclosing name between the package and funcN: a top-level
+	// function may well be called func1 itself. Method values carry a -fm
+	// suffix.
+	literalInner = regexp.MustCompile(`\.func\d+(\.\d+)*$`)
 )
+
+// isLiteral reports whether the symbol name is that of a function literal
+// or a method value.
+func isLiteral(name string) bool {
+	if strings.HasSuffix(name, "-fm") {
+		return true
+	}
+	// Dots in the last element of a package path are escaped in symbol
+	// names, so the package ends at the first dot after the last slash.
+	_, inPkg, _ := strings.Cut(name[strings.LastIndex(name, "/")+1:], ".")
+	return literalInner.MatchString(inPkg)
+}
 
 func newTarget(x any) (*target, error) {
 	if x == nil {
@@ -106,8 +120,8 @@ func newTarget(x any) (*target, error) {
 			return nil, fmt.Errorf("%w: nil function", ErrBadArguments)
 		}
 		name := runtime.FuncForPC(v.Pointer()).Name()
-		if literalName.MatchString(name) {
-			return nil, fmt.Errorf("mp: %s is a function literal or method value: only top-level functions can run in another process, since what a literal captures stays behind", name)
+		if isLiteral(name) {
+			return nil, fmt.Errorf("%w: %s is a function literal or method value: only top-level functions can run in another process, since what a literal captures stays behind", ErrBadArguments, name)
 		}
 		return signature(name, v, nil)
 	}

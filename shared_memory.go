@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/mp/internal/fdutil"
 )
 
 // SharedMemory is a block of bytes that processes map by name: Python's
@@ -69,6 +71,9 @@ func NewSharedMemory(size int) (*SharedMemory, error) {
 	fd, err := unix.MemfdCreate(shmNamePrefix, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_NOEXEC_SEAL)
 	if errors.Is(err, unix.EINVAL) { // before Linux 6.3, which brought MFD_NOEXEC_SEAL
 		fd, err = unix.MemfdCreate(shmNamePrefix, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err == nil {
+		fd, err = fdutil.Above2(fd) // never where a closed stdio was
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mp: NewSharedMemory: memfd_create: %w", err)

@@ -77,21 +77,36 @@ func (t *Thread) Start() error {
 	self.threads[t] = struct{}{}
 	self.mu.Unlock()
 	go func() {
-		_, cerr := tg.call(ctx, recv, args)
-		t.mu.Lock()
-		if cerr != nil {
-			t.err = &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
-		}
-		if t.cancel != nil {
-			t.cancel()
-		}
-		close(t.done)
-		t.mu.Unlock()
-		self.mu.Lock()
-		delete(self.threads, t)
-		self.mu.Unlock()
+		var cerr *callError
+		returned := false
+		defer func() {
+			if !returned {
+				// runtime.Goexit (t.FailNow does): the goroutine ends
+				// anyway, but as a failure, not silently.
+				cerr = &callError{Message: goexitMessage}
+			}
+			t.finish(cerr)
+		}()
+		_, cerr = tg.call(ctx, recv, args)
+		returned = true
 	}()
 	return nil
+}
+
+// finish records the outcome of the thread's function.
+func (t *Thread) finish(cerr *callError) {
+	t.mu.Lock()
+	if cerr != nil {
+		t.err = &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
+	}
+	if t.cancel != nil {
+		t.cancel()
+	}
+	close(t.done)
+	t.mu.Unlock()
+	self.mu.Lock()
+	delete(self.threads, t)
+	self.mu.Unlock()
 }
 
 // newLocalTarget is newTarget for functions that stay in this process:
@@ -114,14 +129,12 @@ func (t *Thread) Join(ctx context.Context) error {
 	if !started {
 		return fmt.Errorf("%w: %s", ErrNotStarted, t.Name)
 	}
-	select {
-	case <-done:
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.err
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := waitDone(ctx, done); err != nil {
+		return err
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
 }
 
 // IsAlive reports whether the thread has started and not yet finished.

@@ -51,11 +51,12 @@ func sharedOptions(opts []SharedOption) (sharedConfig, error) {
 // is used unless the block names another Lock (WithLock); naming that Lock
 // by offset is what lets a decoded handle find it in any process.
 const (
-	shLock   = 0  // u64: the mutex, if no Lock was given
-	shType   = 8  // u64: hash of the element type, checked when a handle is decoded
-	shLockAt = 16 // u64: offset of the Lock given with WithLock, or 0
-	shWord   = 24 // Value: the value; Array: the length
-	shHeader = 64 // Array: the elements
+	shLock    = 0  // u64: the mutex, if no Lock was given
+	shType    = 8  // u64: hash of the element type, checked when a handle is decoded
+	shLockAt  = 16 // u64: offset of the Lock given with WithLock, or 0
+	shWord    = 24 // Value: the value; Array: the length
+	shLockRef = 32 // u64: the reference to that Lock the block holds
+	shHeader  = 64 // Array: the elements
 )
 
 // sharedLock returns the lock of the block of h: the Lock it names, or its
@@ -65,15 +66,11 @@ func sharedLock(h handle) (*Lock, error) {
 	if off == 0 {
 		return newLock(h), nil
 	}
-	a, err := treeArena()
+	lh, err := h.contained(shLockRef, kindLock, off)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the %s's Lock: %w", h.kind, err)
 	}
-	size, err := a.BlockSize(off)
-	if err != nil {
-		return nil, fmt.Errorf("%w: the %s's Lock at offset %d: %v", ErrInvalidHandle, h.kind, off, err)
-	}
-	return newLock(handle{kind: kindLock, off: off, base: unsafe.Pointer(&a.Bytes(off, size)[0]), loc: localFor(off)}), nil
+	return newLock(lh), nil
 }
 
 // allocShared makes the block of a Value or an Array of elements of type
@@ -86,6 +83,10 @@ func allocShared[E Scalar](k kind, c sharedConfig, extra int) (handle, error) {
 	atomic.StoreUint64(h.u64(shType), typeHash[E]())
 	if c.lock != nil {
 		atomic.StoreUint64(h.u64(shLockAt), uint64(c.lock.h.off))
+		if err := h.contain(shLockRef, &c.lock.h); err != nil {
+			h.close()
+			return handle{}, err
+		}
 	}
 	return h, nil
 }

@@ -9,7 +9,10 @@
 // leaves to the programmer: one answers 404, so its task returns an error
 // and the error callback reports it; the other never answers, and the
 // pool's task timeout kills the worker stuck on it, fails the task with
-// context.DeadlineExceeded and starts a new worker in its place.
+// context.DeadlineExceeded and, if pages are left to fetch, starts a new
+// worker in its place. As in the seed, the main process submits every
+// page, then closes the pool and joins it: Close means no new work, and
+// what was submitted is still fetched and parsed.
 package main
 
 import (
@@ -204,12 +207,10 @@ func main() {
 		fail(nil, err)
 	}
 
-	// The slow page comes last. The task timeout counts from submission,
-	// not from when a task starts, and each worker is handed its next task
-	// while it runs the current one: a page submitted after the slow one
-	// could wait behind it for the whole timeout and then fail without
-	// having been fetched.
-	paths := []string{"/", "/about", missingPath, "/blog", "/docs", "/download", slowPath}
+	// The slow page is in the middle: the pages after it are fetched by
+	// the other workers, or, with one worker, by the one the pool starts
+	// in place of the one it kills.
+	paths := []string{"/", "/about", missingPath, slowPath, "/blog", "/docs", "/download"}
 	var failed []string
 	results := make([]*mp.AsyncResult[Page], len(paths))
 	for i, path := range paths {
@@ -227,17 +228,17 @@ func main() {
 				failed = append(failed, url)
 			}))
 	}
-	// The results are awaited before the pool is closed, so that the pool
-	// still replaces the worker it kills for the slow page; a closed pool
-	// with no work left would not.
-	for _, r := range results {
-		if err := r.Wait(ctx); err != nil {
-			fail(pool, err)
-		}
-	}
+	// As in the seed: no more work, then wait for the pool to finish what
+	// it was given. Join returns once every task is done and every
+	// callback has run.
 	pool.Close()
 	if err := pool.Join(ctx); err != nil {
 		fail(pool, err)
+	}
+	for _, r := range results {
+		if !r.Ready() {
+			fail(pool, errors.New("a task was not done when Join returned"))
+		}
 	}
 	if out.err != nil {
 		fail(nil, fmt.Errorf("%s: %w", *dbPath, out.err))

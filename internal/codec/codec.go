@@ -423,7 +423,7 @@ func AppendArgs(b []byte, args []reflect.Value) ([]byte, error) {
 	for i, v := range args {
 		var err error
 		if b, err = appendArg(b, v); err != nil {
-			return nil, fmt.Errorf("argument %d: %w", i, err)
+			return nil, fmt.Errorf("argument %d: %w", i+1, err)
 		}
 		if len(b)-start > MaxMessage {
 			return nil, fmt.Errorf("%w: arguments encode to more than %d bytes", ErrTooLarge, MaxMessage)
@@ -490,7 +490,7 @@ func UnmarshalArgs(data []byte, types []reflect.Type) ([]reflect.Value, error) {
 		var err error
 		out[i], rest, err = decodeArg(rest, t)
 		if err != nil {
-			return nil, fmt.Errorf("argument %d (%v): %w", i, t, err)
+			return nil, fmt.Errorf("argument %d (%v): %w", i+1, t, err)
 		}
 	}
 	if len(rest) != 0 {

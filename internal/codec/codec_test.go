@@ -432,7 +432,7 @@ func TestUnencodable(t *testing.T) {
 			t.Errorf("AppendMarshal(%T) = %q, %v", tt.v, out, err)
 		}
 		_, err = MarshalArgs([]reflect.Value{reflect.ValueOf(1), reflect.ValueOf(tt.v)})
-		if !errors.Is(err, ErrUnencodable) || !strings.Contains(err.Error(), "argument 1") {
+		if !errors.Is(err, ErrUnencodable) || !strings.Contains(err.Error(), "argument 2") {
 			t.Errorf("MarshalArgs(%T): err = %v", tt.v, err)
 		}
 	}

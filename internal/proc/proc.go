@@ -100,3 +100,20 @@ func StartTime(pid int) (uint64, bool) {
 	start, _, err := stat(pid)
 	return start, err == nil && start != 0
 }
+
+// pidMax is the largest pid the kernel hands out: /proc/sys/kernel/pid_max,
+// or the kernel's hard limit (PID_MAX_LIMIT, 2^22) if that cannot be read.
+var pidMax = sync.OnceValue(func() int {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err == nil {
+		if n, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 1 << 22
+})
+
+// Possible reports whether pid could name a process: positive and no
+// greater than pid_max. It is for telling a lock word that was scribbled
+// over from one a process wrote.
+func Possible(pid int) bool { return pid > 0 && pid <= pidMax() }

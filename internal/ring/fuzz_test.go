@@ -87,7 +87,7 @@ func FuzzRingCellCorruption(f *testing.F) {
 			t.Fatal(err)
 		}
 
-		c := r.cell(atomic.LoadUint64(r.head))
+		c := r.root.cell(atomic.LoadUint64(r.root.head))
 		own := shm.Offset(c.ool) // the message's own block, or 0
 		if what&setLen != 0 {
 			c.len = n
@@ -113,7 +113,7 @@ func FuzzRingCellCorruption(f *testing.F) {
 			}
 		}
 		if what&setPayload != 0 {
-			copy(r.payload(c), payload)
+			copy(r.root.payload(c), payload)
 		}
 
 		// What the validation documented in read must give.
@@ -127,7 +127,7 @@ func FuzzRingCellCorruption(f *testing.F) {
 			if int64(n) > int64(r.Inline()) {
 				wantErr = true
 			} else {
-				want = bytes.Clone(r.payload(c)[:n])
+				want = bytes.Clone(r.root.payload(c)[:n])
 			}
 		case flagSkip:
 			skip = true

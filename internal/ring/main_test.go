@@ -124,6 +124,19 @@ func childMain(role, arg string) int {
 	if err != nil {
 		return fail(err)
 	}
+	if role == "destroy" { // off src(0: Destroy) 0 0 0 nth: killed at the nth Destroy hook
+		killAtDestroy(nth)
+		os.Stdout.Write([]byte{'r'})
+		if count != 0 {
+			err = DestroyFrom(a, shm.Offset(count))
+		} else {
+			err = Destroy(a, off)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return 0
+	}
 	if point != 0 {
 		killAt(hookPoint(point), nth)
 	}

@@ -1,11 +1,9 @@
 package ring
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,20 +45,24 @@ const (
 	magic = 0x31474e4952504d6d // "mMPRING1"
 
 	// Header words (byte offsets in the ring's block).
-	hdrMagic      = 0
-	hdrCap        = 8  // uint32
-	hdrCellSize   = 12 // uint32
-	hdrClosed     = 16 // uint32
-	hdrLost       = 24
-	hdrSkipped    = 32
-	hdrSpare      = 40 // uint64: bytes of the blocks kept as spares
-	hdrTail       = 64
-	hdrHead       = 128
-	hdrNotEmpty   = 192 // uint32 futex word
-	hdrGetWaiters = 196 // uint32
-	hdrNotFull    = 256 // uint32 futex word
-	hdrPutWaiters = 260 // uint32
-	hdrSize       = 512
+	hdrMagic       = 0
+	hdrCap         = 8  // uint32
+	hdrCellSize    = 12 // uint32
+	hdrClosed      = 16 // uint32: the segment is sealed
+	hdrChainClosed = 20 // uint32, first segment's: the ring is closed
+	hdrLost        = 24
+	hdrSkipped     = 32
+	hdrSpare       = 40 // uint64: bytes of the blocks kept as spares
+	hdrNext        = 48 // uint64: offset of the next segment
+	hdrGrow        = 56 // uint32: owner tag of the process making the next segment
+	hdrLimit       = 60 // uint32: the ring's limit, 0 if unbounded
+	hdrTail        = 64
+	hdrHead        = 128
+	hdrNotEmpty    = 192 // uint32 futex word
+	hdrGetWaiters  = 196 // uint32
+	hdrNotFull     = 256 // uint32 futex word
+	hdrPutWaiters  = 260 // uint32
+	hdrSize        = 512
 
 	cellHdr = 32
 
@@ -88,37 +90,44 @@ type cell struct {
 	spare uint64
 }
 
-// Ring is a process's handle on a ring in the arena. Its methods may be
-// called concurrently from any number of goroutines.
-type Ring struct {
+// seg is a process's handle on one segment of a ring: a bounded ring of
+// its own, with the link to the next segment. Its methods may be called
+// concurrently from any number of goroutines.
+type seg struct {
 	a   *shm.Arena
 	off shm.Offset
 
 	tail, head          *uint64
 	lost, skipped       *uint64
 	spare               *uint64
-	closed              *uint32
+	closed              *uint32 // sealed: puts go to the next segment, or fail if the ring is closed
 	notEmpty, getWaiter *uint32
 	notFull, putWaiter  *uint32
+	next                *uint64 // offset of the next segment, 0 if none yet
+	grow                *uint32 // owner tag of the process making the next segment
+	chainClosed         *uint32 // the root's: the whole ring is closed
 
 	cells    unsafe.Pointer
 	cellSize uintptr
 	capacity uint64
 	mask     uint64
-	limit    uint64 // see SetLimit; 0 for capacity
 	inline   int
+	limit    uint64 // the ring's limit (0: unbounded), as in every segment's header
+	exact    uint64 // see Ring.SetLimit; 0 for capacity
 
 	me uint32 // owner tag of this process
 
+	nextSeg atomic.Pointer[seg] // handle on the next segment, once opened
+
 	getGate, putGate chan struct{}
 	getStuck         stuck
-	idle             func()
 	putStuck         stuck
 }
 
 // New creates a ring for up to capacity messages (rounded up to a power of
 // two, at least 2) with cells holding DefaultInline bytes inline, and
-// returns its offset, which any process of the tree can Open.
+// returns its offset, which any process of the tree can Open. Its memory
+// is taken at once: about 128 bytes per message of capacity.
 func New(a *shm.Arena, capacity int) (shm.Offset, error) {
 	return NewSized(a, capacity, DefaultInline)
 }
@@ -133,30 +142,81 @@ func NewSized(a *shm.Arena, capacity, inline int) (shm.Offset, error) {
 	if inline < 0 || inline > MaxInline {
 		return 0, fmt.Errorf("ring: inline size %d out of range (0 to %d)", inline, MaxInline)
 	}
+	c := pow2(capacity)
+	return newRoot(a, c, cellSizeFor(inline), c)
+}
+
+// NewGrowing creates a ring that holds up to limit messages (rounded up to
+// a power of two; 0 means no limit but the arena's space) with cells
+// holding inline bytes inline, like NewSized, but takes memory as it is
+// used: it starts with room for FirstCapacity messages and grows, by
+// adding segments twice as big as the last, each time a Put finds it full
+// and the limit allows. It never shrinks before Destroy.
+//
+// With a limit, Put blocks once limit messages are queued, except while
+// the ring is growing: as long as the messages of the segment it grew from
+// are not all taken, puts stop at the new segment's capacity counting
+// those messages, which concurrent puts may exceed by one each.
+func NewGrowing(a *shm.Arena, limit, inline int) (shm.Offset, error) {
+	if limit < 0 || limit > MaxCapacity {
+		return 0, fmt.Errorf("ring: limit %d out of range (0 to %d)", limit, MaxCapacity)
+	}
+	if inline < 0 || inline > MaxInline {
+		return 0, fmt.Errorf("ring: inline size %d out of range (0 to %d)", inline, MaxInline)
+	}
+	l := uint64(0)
+	c := uint64(FirstCapacity)
+	if limit > 0 {
+		l = pow2(limit)
+		c = min(c, l)
+	}
+	return newRoot(a, c, cellSizeFor(inline), l)
+}
+
+// FirstCapacity is the capacity of the first segment of a NewGrowing ring.
+const FirstCapacity = 16
+
+func pow2(n int) uint64 {
 	c := uint64(2)
-	for c < uint64(capacity) {
+	for c < uint64(n) {
 		c <<= 1
 	}
-	cellSize := (uint64(cellHdr+inline) + 63) &^ 63
-	off, err := a.Alloc(int(hdrSize + c*cellSize))
+	return c
+}
+
+func cellSizeFor(inline int) uint64 { return (uint64(cellHdr+inline) + 63) &^ 63 }
+
+func segBytes(c, cellSize uint64) int { return int(hdrSize + c*cellSize) }
+
+func newRoot(a *shm.Arena, c, cellSize, limit uint64) (shm.Offset, error) {
+	off, err := a.Alloc(segBytes(c, cellSize))
 	if err != nil {
 		return 0, fmt.Errorf("ring: %w", err)
 	}
-	mem := a.Bytes(off, int(hdrSize+c*cellSize))
-	le := func(o int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[o])) }
-	atomic.StoreUint32((*uint32)(unsafe.Pointer(&mem[hdrCap])), uint32(c))
-	atomic.StoreUint32((*uint32)(unsafe.Pointer(&mem[hdrCellSize])), uint32(cellSize))
-	for i := uint64(0); i < c; i++ {
-		atomic.StoreUint64(le(int(hdrSize+i*cellSize)), i) // FREE for position i
-	}
-	atomic.StoreUint64(le(hdrMagic), magic)
+	initSeg(a.Bytes(off, segBytes(c, cellSize)), c, cellSize, limit)
 	return off, nil
 }
 
-// Open returns a handle on the ring at off, created by New in this process
-// or another of the tree. It fails with an error wrapping ErrBadRing if off
-// does not hold a ring.
-func Open(a *shm.Arena, off shm.Offset) (*Ring, error) {
+// initSeg lays out a segment in mem, a block nobody else uses yet (or a
+// segment whose maker died before it was done: initSeg may be repeated),
+// and stores the magic last.
+func initSeg(mem []byte, c, cellSize, limit uint64) {
+	atomic.StoreUint32(u32At(mem, hdrCap), uint32(c))
+	atomic.StoreUint32(u32At(mem, hdrCellSize), uint32(cellSize))
+	atomic.StoreUint32(u32At(mem, hdrLimit), uint32(limit))
+	for i := uint64(0); i < c; i++ {
+		atomic.StoreUint64(u64At(mem, hdrSize+i*cellSize), i) // FREE for position i
+	}
+	atomic.StoreUint64(u64At(mem, hdrMagic), magic)
+}
+
+// errNotReady is openSeg's error for a live block whose magic is zero: a
+// segment being made (or whose maker died before it was done).
+var errNotReady = errors.New("ring: segment not made yet")
+
+// openSeg returns a handle on the segment at off. root is the ring's first
+// segment (nil when off is that), whose geometry every segment shares.
+func openSeg(a *shm.Arena, off shm.Offset, root *seg) (*seg, error) {
 	size, err := a.BlockSize(off)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRing, err)
@@ -165,19 +225,27 @@ func Open(a *shm.Arena, off shm.Offset) (*Ring, error) {
 		return nil, fmt.Errorf("%w: block of %d bytes at %#x", ErrBadRing, size, uint64(off))
 	}
 	mem := a.Bytes(off, size)
-	if atomic.LoadUint64((*uint64)(unsafe.Pointer(&mem[hdrMagic]))) != magic {
+	switch atomic.LoadUint64(u64At(mem, hdrMagic)) {
+	case magic:
+	case 0:
+		if root != nil {
+			return nil, errNotReady
+		}
+		fallthrough
+	default:
 		return nil, fmt.Errorf("%w: bad magic at %#x", ErrBadRing, uint64(off))
 	}
-	c := uint64(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[hdrCap]))))
-	cellSize := uint64(atomic.LoadUint32((*uint32)(unsafe.Pointer(&mem[hdrCellSize]))))
-	if c < 2 || c > MaxCapacity || c&(c-1) != 0 || cellSize < 64 || cellSize%64 != 0 ||
-		cellSize > cellHdr+MaxInline+64 || hdrSize+c*cellSize > uint64(size) {
-		return nil, fmt.Errorf("%w: corrupt header at %#x (capacity %d, cell size %d, block %d bytes)",
-			ErrBadRing, uint64(off), c, cellSize, size)
+	c := uint64(atomic.LoadUint32(u32At(mem, hdrCap)))
+	cellSize := uint64(atomic.LoadUint32(u32At(mem, hdrCellSize)))
+	limit := uint64(atomic.LoadUint32(u32At(mem, hdrLimit)))
+	if !validGeometry(c, cellSize, size) || (limit != 0 && (c > limit || limit > MaxCapacity || limit&(limit-1) != 0)) ||
+		(root != nil && (uint64(root.cellSize) != cellSize || root.limit != limit || c < root.capacity)) {
+		return nil, fmt.Errorf("%w: corrupt header at %#x (capacity %d, cell size %d, limit %d, block %d bytes)",
+			ErrBadRing, uint64(off), c, cellSize, limit, size)
 	}
-	u32 := func(o int) *uint32 { return (*uint32)(unsafe.Pointer(&mem[o])) }
-	u64 := func(o int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[o])) }
-	return &Ring{
+	u32 := func(o uint64) *uint32 { return u32At(mem, o) }
+	u64 := func(o uint64) *uint64 { return u64At(mem, o) }
+	s := &seg{
 		a:         a,
 		off:       off,
 		tail:      u64(hdrTail),
@@ -190,58 +258,60 @@ func Open(a *shm.Arena, off shm.Offset) (*Ring, error) {
 		getWaiter: u32(hdrGetWaiters),
 		notFull:   u32(hdrNotFull),
 		putWaiter: u32(hdrPutWaiters),
+		next:      u64(hdrNext),
+		grow:      u32(hdrGrow),
 		cells:     unsafe.Pointer(&mem[hdrSize]),
 		cellSize:  uintptr(cellSize),
 		capacity:  c,
 		mask:      c - 1,
 		inline:    int(cellSize - cellHdr),
+		limit:     limit,
 		me:        selfTag(),
 		getGate:   make(chan struct{}, 1),
 		putGate:   make(chan struct{}, 1),
-	}, nil
+	}
+	s.chainClosed = u32(hdrChainClosed)
+	if root != nil {
+		s.chainClosed = root.chainClosed
+	}
+	return s, nil
 }
 
-// Offset returns the ring's offset in the arena.
-func (r *Ring) Offset() shm.Offset { return r.off }
+// validGeometry reports whether a header's capacity and cell size make a
+// ring that fits a block of size bytes.
+func validGeometry(c, cellSize uint64, size int) bool {
+	return c >= 2 && c <= MaxCapacity && c&(c-1) == 0 && cellSize >= 64 && cellSize%64 == 0 &&
+		cellSize <= cellHdr+MaxInline+64 && hdrSize+c*cellSize <= uint64(size)
+}
 
-// Cap returns the ring's capacity in messages.
-func (r *Ring) Cap() int { return int(r.capacity) }
+func u64At(mem []byte, o uint64) *uint64 { return (*uint64)(unsafe.Pointer(&mem[o : o+8][0])) }
+func u32At(mem []byte, o uint64) *uint32 { return (*uint32)(unsafe.Pointer(&mem[o : o+4][0])) }
 
-// Inline returns the longest message the ring stores inline.
-func (r *Ring) Inline() int { return r.inline }
-
-// Len returns a snapshot of the number of messages queued (including those
-// being put or got at this moment, and cells given back by puts that failed
-// after claiming them, which gets pass over).
-func (r *Ring) Len() int {
+// Len returns a snapshot of the number of messages in the segment.
+func (r *seg) Len() int {
 	h := atomic.LoadUint64(r.head)
 	t := atomic.LoadUint64(r.tail)
 	if t <= h {
 		return 0
 	}
-	if r.limit != 0 {
-		return int(min(t-h, r.limit))
+	if r.exact != 0 {
+		return int(min(t-h, r.exact))
 	}
 	return int(min(t-h, r.capacity))
 }
 
-// Lost returns how many messages were taken by a consumer that died before
-// it had finished taking them: they were never delivered.
-func (r *Ring) Lost() int { return int(atomic.LoadUint64(r.lost)) }
+func (r *seg) Lost() int { return int(atomic.LoadUint64(r.lost)) }
 
-// Skipped returns how many puts by producers that died before finishing
-// them were discarded: their Put never returned, their message is never
-// delivered.
-func (r *Ring) Skipped() int { return int(atomic.LoadUint64(r.skipped)) }
+func (r *seg) Skipped() int { return int(atomic.LoadUint64(r.skipped)) }
 
-// Closed reports whether Close has been called.
-func (r *Ring) Closed() bool { return atomic.LoadUint32(r.closed) != 0 }
+// Closed reports whether the segment is sealed.
+func (r *seg) Closed() bool { return atomic.LoadUint32(r.closed) != 0 }
 
-// Close makes further puts fail with ErrClosed; gets return the messages
-// still queued, then ErrClosed. Blocked callers are woken. A Put that
-// overlaps Close either succeeds, and its message is delivered, or returns
-// ErrClosed. Close is idempotent.
-func (r *Ring) Close() {
+// Close seals the segment: further puts fail with closed; gets return the
+// messages still in it, then closed. Blocked callers are woken. A put that
+// overlaps Close either succeeds, and its message is delivered, or fails
+// with closed. Close is idempotent.
+func (r *seg) Close() {
 	atomic.StoreUint32(r.closed, 1)
 	atomic.AddUint32(r.notEmpty, 1)
 	atomic.AddUint32(r.notFull, 1)
@@ -250,24 +320,11 @@ func (r *Ring) Close() {
 	r.Trim()
 }
 
-// SetLimit makes puts through r treat the ring as full once n messages
-// are in it, counting those being put or taken, for 0 < n < Cap: a maxsize
-// that is not a power of two. It reads only the ring's cells, so it is as
-// exact under SIGKILL as the ring itself: a message being put by a
-// process killed before it published counts until the ring skips it, one
-// being taken by a process killed until it is counted lost. Every handle
-// of the ring must be given the same limit before it is used.
-func (r *Ring) SetLimit(n int) {
-	if n > 0 && uint64(n) < r.capacity {
-		r.limit = uint64(n)
-	}
-}
-
-func (r *Ring) cell(pos uint64) *cell {
+func (r *seg) cell(pos uint64) *cell {
 	return (*cell)(unsafe.Add(r.cells, uintptr(pos&r.mask)*r.cellSize))
 }
 
-func (r *Ring) payload(c *cell) []byte {
+func (r *seg) payload(c *cell) []byte {
 	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(c), cellHdr)), r.inline)
 }
 
@@ -283,46 +340,6 @@ const (
 	closed        // the ring is closed (and, for gets, drained)
 )
 
-// TryPut queues msg if there is room, without blocking. It returns nil,
-// ErrFull, ErrClosed, ErrTooLarge, or an error wrapping shm.ErrNoSpace if
-// the message is too long to be inline and the arena has no room for it.
-func (r *Ring) TryPut(msg []byte) error { return r.TryPutPair(msg, nil) }
-
-// TryPutPair is TryPut of the message head followed by body, without
-// joining them first.
-func (r *Ring) TryPutPair(head, body []byte) error {
-	if err := checkLen(head, body); err != nil {
-		return err
-	}
-	if ok, err := r.putOnce(head, body); ok {
-		return err
-	}
-	return ErrFull
-}
-
-// Put queues msg, blocking while the ring is full. It returns nil, ctx's
-// error, or the errors of TryPut except ErrFull.
-func (r *Ring) Put(ctx context.Context, msg []byte) error { return r.PutPair(ctx, msg, nil) }
-
-// PutPair is Put of the message head followed by body, without joining
-// them first.
-func (r *Ring) PutPair(ctx context.Context, head, body []byte) error {
-	if err := checkLen(head, body); err != nil {
-		return err
-	}
-	ok, err := r.putOnce(head, body)
-	if ok {
-		return err
-	}
-	if werr := r.park(ctx, r.putGate, r.notFull, r.putWaiter, func() bool {
-		ok, err = r.putOnce(head, body)
-		return ok
-	}); werr != nil {
-		return werr
-	}
-	return err
-}
-
 func checkLen(head, body []byte) error {
 	if n := len(head) + len(body); n > MaxMessage {
 		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, n, MaxMessage)
@@ -333,7 +350,7 @@ func checkLen(head, body []byte) error {
 // putOnce makes one attempt at queueing head+body, recovering the cell in
 // the way if its claimer has been dead for a poll interval. ok is false if
 // the ring is full; otherwise err is the outcome.
-func (r *Ring) putOnce(head, body []byte) (ok bool, err error) {
+func (r *seg) putOnce(head, body []byte) (ok bool, err error) {
 	s, pos, st, err := r.tryPut(head, body)
 	if s == busy && r.putStuck.due(pos, st) && r.recoverPut(pos, st) {
 		s, _, _, err = r.tryPut(head, body)
@@ -357,7 +374,7 @@ func (r *Ring) putOnce(head, body []byte) (ok bool, err error) {
 // away: a producer killed while holding the cell leaks nothing (bar the
 // few instructions between the allocator's commit and the record), and one
 // blocked on a full ring holds no block.
-func (r *Ring) tryPut(head, body []byte) (status, uint64, uint64, error) {
+func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 	n := len(head) + len(body)
 	pos := atomic.LoadUint64(r.tail)
 	for {
@@ -370,10 +387,10 @@ func (r *Ring) tryPut(head, body []byte) (status, uint64, uint64, error) {
 			if atomic.LoadUint32(r.closed) != 0 {
 				return closed, 0, 0, nil
 			}
-			if r.limit != 0 && pos >= r.limit {
-				// Full unless the message limit places back has been
+			if r.exact != 0 && pos >= r.exact {
+				// Full unless the message that many places back has been
 				// taken: its cell has moved on to its next lap.
-				q := pos - r.limit
+				q := pos - r.exact
 				qst := atomic.LoadUint64(&r.cell(q).state)
 				if int32(uint32(qst)-uint32(q+r.capacity)) < 0 {
 					if t := atomic.LoadUint64(r.tail); t != pos {
@@ -430,6 +447,11 @@ func (r *Ring) tryPut(head, body []byte) (status, uint64, uint64, error) {
 			return s, 0, 0, err
 		case d >= 0:
 			// Claimed at pos already (or tail is stale): move tail on.
+			// A cell claimed at pos has seq pos or pos+1; one more than a
+			// lap on only if tail has moved on since it was read.
+			if uint32(d)&uint32(r.mask) > 1 || (d > int32(r.capacity) && atomic.LoadUint64(r.tail) == pos) {
+				return done, 0, 0, r.corrupt("put", pos, st)
+			}
 			atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
 			pos = atomic.LoadUint64(r.tail)
 		default:
@@ -443,18 +465,26 @@ func (r *Ring) tryPut(head, body []byte) (status, uint64, uint64, error) {
 			if atomic.LoadUint32(r.closed) != 0 {
 				return closed, 0, 0, nil
 			}
+			// The previous lap's cell is being written (seq pos-capacity,
+			// owned) or read, or holds a message (pos-capacity+1);
+			// anything else is not a state the ring can be in.
+			c32 := int32(r.capacity)
+			if !(d == -c32+1 || (d == -c32 && owner != 0)) {
+				return done, 0, 0, r.corrupt("put", pos, st)
+			}
 			if owner != 0 {
 				return busy, pos, st, nil
+			}
+			// A message of the previous lap: head cannot be past it.
+			if h := atomic.LoadUint64(r.head); int64(h-(pos-r.capacity)) > 0 && atomic.LoadUint64(&c.state) == st &&
+				atomic.LoadUint64(r.tail) == pos {
+				return done, 0, 0, fmt.Errorf("%w: head %d is past the message at %d of a ring of %d cells",
+					ErrCorrupt, h, pos-r.capacity, r.capacity)
 			}
 			return full, 0, 0, nil
 		}
 	}
 }
-
-// TryGet takes the next message without blocking and returns it appended
-// to dst[:0]. It returns ErrEmpty if no message is ready, ErrClosed if the
-// ring is closed and drained, or an error wrapping ErrCorrupt.
-func (r *Ring) TryGet(dst []byte) ([]byte, error) { return r.TryGetWith(dst, nil) }
 
 // CopyOut copies a message out of shared memory: it is given the message
 // in place, valid only until it returns (and which a faulty process could
@@ -462,8 +492,10 @@ func (r *Ring) TryGet(dst []byte) ([]byte, error) { return r.TryGetWith(dst, nil
 // Get is to return. Nil means append(dst[:0], msg...).
 type CopyOut func(dst, msg []byte) []byte
 
-// TryGetWith is TryGet with the message copied out by copyOut.
-func (r *Ring) TryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
+// tryGetWith takes the next message of the segment, recovering the cell at
+// its head if its claimer has been dead for a poll interval. It returns
+// ErrEmpty, or ErrClosed once the segment is sealed and drained.
+func (r *seg) tryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 	for {
 		msg, s, pos, st, err := r.tryGet(dst, copyOut)
 		if s == busy && r.getStuck.due(pos, st) && r.recoverGet(pos, st) {
@@ -479,111 +511,22 @@ func (r *Ring) TryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 	}
 }
 
-// Get takes the next message, blocking while the ring is empty, and
-// returns it appended to dst[:0]. It returns ctx's error, ErrClosed once the
-// ring is closed and drained, or an error wrapping ErrCorrupt.
-func (r *Ring) Get(ctx context.Context, dst []byte) ([]byte, error) {
-	return r.GetWith(ctx, dst, nil)
-}
-
-// GetWith is Get with the message copied out by copyOut.
-func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte, error) {
-	msg, err := r.TryGetWith(dst, copyOut)
-	if err != ErrEmpty {
-		return msg, err
-	}
-	if werr := r.waitGet(ctx, func() bool {
-		msg, err = r.TryGetWith(dst, copyOut)
-		return err != ErrEmpty
-	}); werr != nil {
-		return nil, werr
-	}
-	return msg, err
-}
-
-// WaitReady blocks until a message is ready to be taken or the ring is
-// closed (and drained), without taking anything. It returns nil or ctx's
-// error. With several consumers, the message may be gone by the time the
-// caller tries to take it.
-func (r *Ring) WaitReady(ctx context.Context) error {
-	if r.Ready() {
-		return nil
-	}
-	return r.waitGet(ctx, r.Ready)
-}
-
-// Ready reports whether a Get would not block now: a message is ready at
-// the head, or the ring is closed and drained.
-func (r *Ring) Ready() bool {
+// ready reports whether a message is ready at the head of the segment,
+// and whether it is sealed and drained.
+func (r *seg) ready() (msg, drained bool) {
 	isClosed := atomic.LoadUint32(r.closed) != 0
 	pos := atomic.LoadUint64(r.head)
 	st := atomic.LoadUint64(&r.cell(pos).state)
 	seq, owner := uint32(st), uint32(st>>32)
 	if seq == uint32(pos+1) && owner == 0 {
-		return true
+		return true, false
 	}
-	return isClosed && r.Len() == 0
-}
-
-// park waits, as a blocked putter or getter (gate, futex word and waiter
-// count of that direction), until attempt reports success or ctx ends. It
-// returns ctx's error, or nil (the attempt keeps its own result). It spins
-// first; then one goroutine per process registers as a waiter, re-checks,
-// and sleeps on the word, which the other side bumps only when it sees a
-// waiter registered.
-func (r *Ring) park(ctx context.Context, gate chan struct{}, word, waiters *uint32, attempt func() bool) error {
-	for range spinTries {
-		runtime.Gosched()
-		if attempt() {
-			return nil
-		}
-	}
-	select {
-	case gate <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-gate }()
-	for {
-		v := atomic.LoadUint32(word)
-		atomic.AddUint32(waiters, 1)
-		if attempt() {
-			atomic.AddUint32(waiters, ^uint32(0))
-			return nil
-		}
-		werr := wait.Wait(ctx, word, v, poll)
-		atomic.AddUint32(waiters, ^uint32(0))
-		if werr != nil {
-			// Pass on a wake-up this waiter may have absorbed.
-			atomic.AddUint32(word, 1)
-			wait.Wake(word, 1)
-			return werr
-		}
-		r.runIdle()
-	}
-}
-
-func (r *Ring) waitGet(ctx context.Context, attempt func() bool) error {
-	return r.park(ctx, r.getGate, r.notEmpty, r.getWaiter, attempt)
-}
-
-// SetIdle installs f, which blocked Gets, Puts and WaitReadys of this
-// handle call each time they wake without having succeeded (at least
-// every poll interval while they wait). It lets the owner of the handle
-// check for conditions the ring cannot see, such as a peer that died, and
-// Close the ring to end the wait. It must be called before the handle is
-// used concurrently.
-func (r *Ring) SetIdle(f func()) { r.idle = f }
-
-func (r *Ring) runIdle() {
-	if r.idle != nil {
-		r.idle()
-	}
+	return false, isClosed && r.Len() == 0
 }
 
 // tryGet makes one attempt at taking a message. When the cell at head is
 // being written, it returns busy with its position and state.
-func (r *Ring) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint64, error) {
+func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint64, error) {
 	isClosed := atomic.LoadUint32(r.closed) != 0
 	pos := atomic.LoadUint64(r.head)
 	for {
@@ -609,7 +552,12 @@ func (r *Ring) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint
 			}
 			return msg, done, 0, 0, err
 		case d >= 0:
-			// Claimed by another consumer already (or head is stale).
+			// Claimed by another consumer already (or head is stale). A
+			// cell of position pos has seq pos or pos+1; one a lap on
+			// only if head has moved on since it was read.
+			if (uint32(d)+1)&uint32(r.mask) > 1 || (d >= int32(r.capacity) && atomic.LoadUint64(r.head) == pos) {
+				return nil, done, 0, 0, r.corrupt("get", pos, st)
+			}
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
 			pos = atomic.LoadUint64(r.head)
 		default:
@@ -617,6 +565,12 @@ func (r *Ring) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint
 			if h != pos {
 				pos = h
 				continue
+			}
+			// The cell at head is free or being written (d == -1), or
+			// its previous lap is still being read (d == -capacity,
+			// owned); anything else is not a state the ring can be in.
+			if d != -1 && !(d == -int32(r.capacity) && owner != 0) {
+				return nil, done, 0, 0, r.corrupt("get", pos, st)
 			}
 			if owner != 0 {
 				// d == -1: being written; d < -1: the previous lap is
@@ -626,6 +580,12 @@ func (r *Ring) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint
 				}
 				return nil, busy, pos, st, nil
 			}
+			// Free: tail moves past pos only once its cell is claimed,
+			// and a claimed cell is never free for the same lap again.
+			if t := atomic.LoadUint64(r.tail); int64(t-pos) > 0 && atomic.LoadUint64(&c.state) == st &&
+				atomic.LoadUint64(r.head) == pos {
+				return nil, done, 0, 0, fmt.Errorf("%w: tail %d is past the free cell at head %d", ErrCorrupt, t, pos)
+			}
 			if isClosed {
 				return nil, closed, 0, 0, nil
 			}
@@ -634,7 +594,14 @@ func (r *Ring) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint
 	}
 }
 
-func (r *Ring) wakePutter() {
+// corrupt returns the error of a cell at position pos whose state st is
+// not one the ring can be in.
+func (r *seg) corrupt(op string, pos, st uint64) error {
+	return fmt.Errorf("%w: %s at position %d (head %d, tail %d) found cell state %#x in a ring of %d cells",
+		ErrCorrupt, op, pos, atomic.LoadUint64(r.head), atomic.LoadUint64(r.tail), st, r.capacity)
+}
+
+func (r *seg) wakePutter() {
 	if atomic.LoadUint32(r.putWaiter) != 0 {
 		atomic.AddUint32(r.notFull, 1)
 		wait.Wake(r.notFull, 1)
@@ -643,7 +610,7 @@ func (r *Ring) wakePutter() {
 
 // read copies the message of a cell this process has claimed, validating
 // everything it reads, and frees its out-of-line block.
-func (r *Ring) read(c *cell, dst []byte, copyOut CopyOut) (msg []byte, skip bool, err error) {
+func (r *seg) read(c *cell, dst []byte, copyOut CopyOut) (msg []byte, skip bool, err error) {
 	n, flags := c.len, c.flags
 	if dst == nil {
 		dst = []byte{}
@@ -692,7 +659,7 @@ func (f CopyOut) run(dst, msg []byte) []byte {
 // is big enough, else a new one. The spare is forgotten before it is
 // recorded as the message's block, so that no block is ever recorded
 // twice (a producer killed in between leaks it).
-func (r *Ring) oolBlock(c *cell, n int) (shm.Offset, error) {
+func (r *seg) oolBlock(c *cell, n int) (shm.Offset, error) {
 	if sp := shm.Offset(atomic.SwapUint64(&c.spare, 0)); sp != 0 {
 		size, err := r.a.BlockSize(sp)
 		if err == nil {
@@ -723,7 +690,7 @@ func (r *Ring) oolBlock(c *cell, n int) (shm.Offset, error) {
 // none, and the ring's spares are within budget; otherwise it is freed.
 // Reusing the block saves two arena operations per message, which for
 // messages of a few KiB are most of the cost.
-func (r *Ring) keepOrFree(c *cell, off shm.Offset, size int) {
+func (r *seg) keepOrFree(c *cell, off shm.Offset, size int) {
 	if size <= spareMax && atomic.LoadUint64(&c.spare) == 0 && atomic.LoadUint32(r.closed) == 0 &&
 		atomic.LoadUint64(r.spare)+uint64(size) <= spareBudget {
 		atomic.AddUint64(r.spare, uint64(size))
@@ -735,7 +702,10 @@ func (r *Ring) keepOrFree(c *cell, off shm.Offset, size int) {
 
 // Trim frees the blocks kept in cells for reuse. It may be called at any
 // time; Close calls it, and a closed ring keeps no more blocks.
-func (r *Ring) Trim() {
+func (r *seg) Trim() {
+	if atomic.LoadUint64(r.spare) == 0 {
+		return // nothing kept: the count never falls short of the blocks kept
+	}
 	for i := uint64(0); i < r.capacity; i++ {
 		c := r.cell(i)
 		if sp := shm.Offset(atomic.SwapUint64(&c.spare, 0)); sp != 0 {
@@ -752,15 +722,15 @@ func (r *Ring) Trim() {
 // producer that has found the cell at tail position pos claimed in the
 // previous lap for a poll interval. If the owner is dead, the cell is
 // taken over and released for the next lap.
-func (r *Ring) recoverGet(pos, st uint64) bool { return r.recoverCell(r.cell(pos), st) }
-func (r *Ring) recoverPut(pos, st uint64) bool { return r.recoverCell(r.cell(pos), st) }
+func (r *seg) recoverGet(pos, st uint64) bool { return r.recoverCell(r.cell(pos), st) }
+func (r *seg) recoverPut(pos, st uint64) bool { return r.recoverCell(r.cell(pos), st) }
 
 // Reclaim looks at every cell and releases those claimed by processes that
 // have died, counting their messages in Lost or Skipped, and returns how
 // many it released. Puts and gets do this by themselves for the cells they
 // wait on; Reclaim is for an owner that learns a process died and wants the
 // counters to be exact at once (or the ring is closed and nobody waits).
-func (r *Ring) Reclaim() int {
+func (r *seg) Reclaim() int {
 	n := 0
 	for i := range r.capacity {
 		c := r.cell(i)
@@ -776,7 +746,7 @@ func (r *Ring) Reclaim() int {
 // message. The cell's index tells the phase: a WRITING cell for position
 // p has seq p, a READING one seq p+1, and p is the cell's index modulo the
 // capacity (which is at least 2).
-func (r *Ring) recoverCell(c *cell, st uint64) bool {
+func (r *seg) recoverCell(c *cell, st uint64) bool {
 	owner := uint32(st >> 32)
 	if owner == 0 || owner == r.me || ownerAlive(owner) {
 		return false
@@ -873,6 +843,11 @@ const (
 	hookGetRead                         // out-of-line message copied, block not yet freed
 	hookGetFreed                        // message copied and block freed, cell not yet released
 	hookRecovering                      // a recoverer holds a dead process's cell
+	hookDestroy                         // Destroy is about to free a block
+	hookGrowAlloc                       // a producer is about to allocate the next segment
+	hookGrowInit                        // the next segment is allocated and linked, not yet laid out
+	hookGrowSeal                        // the next segment is made, the last one not yet sealed
+	hookDestroyed                       // Destroy has freed the ring's block
 )
 
 var testHook func(hookPoint)

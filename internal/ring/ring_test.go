@@ -279,7 +279,7 @@ func TestCorruptCells(t *testing.T) {
 		if err := r.Put(ctx, msg); err != nil {
 			t.Fatal(err)
 		}
-		f(r.cell(atomic.LoadUint64(r.head)))
+		f(r.root.cell(atomic.LoadUint64(r.root.head)))
 		m, err := r.Get(ctx, nil)
 		if !errors.Is(err, ErrCorrupt) || m != nil {
 			t.Fatalf("corruption %d: got %d bytes, %v", i, len(m), err)

@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/mp/internal/fdutil"
 )
 
 // Offset locates a block inside an arena. It is the same number in every
@@ -27,6 +29,12 @@ var ErrNoSpace = errors.New("shm: arena is full")
 // offset into the middle of a block, or garbage.
 var ErrBadOffset = errors.New("shm: offset is not a live allocation")
 
+// ErrCorrupt is returned, wrapped with what was found, when shared memory
+// that another process may have written holds what no correct process
+// writes: the allocator's own metadata, or (for packages built on the
+// arena) a structure's offsets and lengths.
+var ErrCorrupt = errors.New("shm: corrupt shared memory")
+
 const (
 	// MinSize is the smallest arena New creates; smaller sizes are rounded up.
 	MinSize = 1 << 20
@@ -37,7 +45,7 @@ const (
 	minBlock = 1 << minOrder
 
 	magic   = 0x31414e4552504d6d // "mMPRENA1", little-endian
-	version = 1
+	version = 2
 
 	// Header fields, as byte offsets of 8-byte words in the memfd.
 	hdrMagic      = 0
@@ -49,6 +57,8 @@ const (
 	hdrInUse      = 48
 	hdrAllocs     = 56
 	hdrRecoveries = 64
+	hdrJournalTag = 72  // tag of the operation in progress's journal entries, 0 if none
+	hdrRoot       = 120 // the library's root block (see RootWord)
 	hdrHeads      = 128 // [64]uint64: free-list head (file offset, 0 = empty) by order
 	hdrJournal    = 1024
 	journalCap    = 512 // entries of (offset, old value); see doc.go for the bound
@@ -93,6 +103,7 @@ type Arena struct {
 	heapSize uint64
 	maxOrder uint
 	pid      uint32
+	mapsKey  []byte // how /proc/<pid>/maps shows a mapping of the memfd
 }
 
 // Stats is a snapshot of an arena's allocator.
@@ -102,6 +113,7 @@ type Stats struct {
 	Free       int // bytes in free blocks: Size - InUse
 	Allocs     int // number of live allocations
 	Recoveries int // times a process took the lock over from one that died holding it
+	Largest    int // size of the largest free block
 }
 
 // New creates an arena whose heap can hold size bytes, rounded up to a power
@@ -117,6 +129,9 @@ func New(size int) (*Arena, error) {
 	heapOff := heapOffset(heapSize)
 
 	fd, err := unix.MemfdCreate("multiproc-arena", unix.MFD_CLOEXEC)
+	if err == nil {
+		fd, err = fdutil.Above2(fd) // never where a closed stdio was
+	}
 	if err != nil {
 		return nil, fmt.Errorf("shm: memfd_create: %w", err)
 	}
@@ -177,11 +192,16 @@ func Attach(fd int) (*Arena, error) {
 }
 
 func mapArena(fd int, heapOff, heapSize uint64) (*Arena, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("shm: stat arena: %w", err)
+	}
 	mem, err := unix.Mmap(fd, 0, int(heapOff+heapSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("shm: map arena of %d bytes: %w", heapOff+heapSize, err)
 	}
 	return &Arena{
+		mapsKey:  mapsKey(unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino),
 		fd:       fd,
 		mem:      mem,
 		heapOff:  heapOff,
@@ -190,6 +210,14 @@ func mapArena(fd int, heapOff, heapSize uint64) (*Arena, error) {
 		pid:      uint32(os.Getpid()),
 	}, nil
 }
+
+// RootWord returns the offset of a header word that the arena's users may
+// use, through AllocTo, to record the block from which the rest of their
+// state is found. It is zero in a new arena.
+func (a *Arena) RootWord() Offset { return hdrRoot }
+
+// Root returns the block recorded in the root word, 0 if none.
+func (a *Arena) Root() Offset { return Offset(a.get(hdrRoot)) }
 
 // Fd returns the memfd of the arena, to be passed to child processes, or -1
 // after Close.
@@ -226,6 +254,35 @@ func (a *Arena) Bytes(off Offset, n int) []byte {
 		panic(fmt.Sprintf("shm: offset %#x is outside the heap", uint64(off)))
 	}
 	return a.mem[off : uint64(off)+uint64(n) : uint64(off)+uint64(n)]
+}
+
+// Contains reports whether the n bytes at off lie inside the heap, which
+// is what Bytes requires. It is for validating offsets and lengths read
+// from shared memory before using them.
+func (a *Arena) Contains(off Offset, n int) bool {
+	return uint64(off) >= a.heapOff && n >= 0 && uint64(n) <= a.heapSize &&
+		uint64(off)-a.heapOff <= a.heapSize-uint64(n)
+}
+
+// OwnedSize returns the usable size of the live allocation at off, as
+// BlockSize does, but without taking the allocator lock: the answer is only
+// stable for a block that the caller owns (that no other process can free
+// meanwhile). It is for validating an offset read from shared memory on a
+// fast path; ok is false if off is not the start of a live allocation.
+func (a *Arena) OwnedSize(off Offset) (size int, ok bool) {
+	b := uint64(off)
+	if b < a.heapOff || b-a.heapOff >= a.heapSize || b%minBlock != 0 {
+		return 0, false
+	}
+	// The tag is read with an atomic load of the aligned word around it,
+	// since the allocator may be rewriting a neighbouring tag.
+	i := a.tagIndex(b)
+	t := byte(atomic.LoadUint32((*uint32)(unsafe.Pointer(&a.mem[i&^3]))) >> (8 * (i & 3)))
+	order := uint(t & orderMask)
+	if t&tagState != tagAlloc || order < minOrder || order > a.maxOrder || (b-a.heapOff)&(1<<order-1) != 0 {
+		return 0, false
+	}
+	return 1 << order, true
 }
 
 // Uint32 returns a pointer to the 4-byte word at off, for use with

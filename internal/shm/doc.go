@@ -64,8 +64,14 @@
 // exponential backoff; allocation is not a hot path and a futex would add
 // nothing but complexity here. A waiter that finds the owner dead (kill(pid,
 // 0) fails with ESRCH, or the owner is a zombie that its parent has not
-// reaped yet) takes the lock over with a compare-and-swap and repairs the
-// allocator state before using it.
+// reaped yet) or foreign takes the lock over with a compare-and-swap and
+// repairs the allocator state before using it. Foreign means that the word
+// cannot have been written by a process of the tree inside the allocator:
+// a pid out of range, a live process that does not map the arena (checked
+// in /proc/<pid>/maps, on the slow path only: every process of the tree
+// maps it, init or an unrelated process does not), or this very process,
+// which does not hold it, for a second. Callers with a context stop
+// waiting when it ends.
 //
 // # Crash safety
 //
@@ -92,6 +98,23 @@
 //     current value, so restoring it is harmless;
 //   - restoring in reverse order leaves every word with the value recorded
 //     by its first entry, which is its value before the operation.
+//
+// Each entry also carries a tag, the low bits of the holder's acquisition
+// sequence number, which the first entry of an operation also records in
+// the header and the commit clears. Rollback replays only the leading
+// entries that carry the recorded tag: a journal length scribbled over by
+// a faulty process, while no operation was in progress (no tag recorded)
+// or beyond an operation's entries (stale entries of earlier operations,
+// with other tags), is discarded instead of replaying old writes. An entry
+// of the operation naming a word no operation writes cannot be undone, and
+// makes every allocator call fail with ErrCorrupt.
+//
+// Everything else read from the shared metadata is validated before it is
+// used: a free-list head or link must be a free block of the list's order
+// whose neighbours link back to it, and a tag must describe an aligned
+// block. An operation that finds otherwise rolls back its own writes and
+// fails with ErrCorrupt, so damage costs errors, never a panic, a block
+// handed out twice, or a loop that does not end.
 //
 // So rollback brings the metadata back exactly to its state before the
 // interrupted operation, and it is idempotent: a thief that dies while

@@ -11,29 +11,63 @@ type List struct{ Store }
 // OpenList returns the list whose header is the HeaderSize bytes at hdr.
 func OpenList(a *shm.Arena, hdr shm.Offset) List { return List{open(a, hdr)} }
 
-// At returns element i (a view into shared memory); i must be in range.
-func (l List) At(i int) []byte {
-	_, _, v := l.entry(l.table()[i])
-	return v
+// slot returns the table and checks that i is one of its first Len slots,
+// which Recover's check of the header makes true of every i < Len unless
+// another process damaged the list since.
+func (l List) slot(i int) ([]uint64, error) {
+	t, err := l.table()
+	if err != nil {
+		return nil, err
+	}
+	if i < 0 || i >= l.Len() || l.Len() > len(t) {
+		return nil, l.corrupt("index %d of %d in a table of %d", i, l.Len(), len(t))
+	}
+	return t, nil
 }
 
-// Set replaces element i; i must be in range. It fails only when the arena
-// has no room, and then changes nothing.
+// At returns element i (a view into shared memory); i must be in range.
+func (l List) At(i int) ([]byte, error) {
+	t, err := l.slot(i)
+	if err != nil {
+		return nil, err
+	}
+	_, _, v, err := l.entry(t[i])
+	return v, err
+}
+
+// Set replaces element i; i must be in range. It fails, changing nothing,
+// when the arena has no room or the list is damaged.
 func (l List) Set(i int, val []byte) error {
+	t, err := l.slot(i)
+	if err != nil {
+		return err
+	}
+	if err := l.ownedEntry(t[i]); err != nil {
+		return err
+	}
 	e, err := l.newEntry(0, nil, val)
 	if err != nil {
 		return err
 	}
-	n, t := l.Len(), l.table()
-	l.publishSlot(t, i, e, t[i], 0, n, n)
-	return nil
+	n := l.Len()
+	return l.publishSlot(t, i, e, t[i], 0, n, n)
 }
 
 // Append adds val at the end.
 func (l List) Append(val []byte) error {
+	t, err := l.table()
+	if err != nil {
+		return err
+	}
 	n := l.Len()
-	if n == len(l.table()) {
+	if n > len(t) {
+		return l.corrupt("length %d in a table of %d", n, len(t))
+	}
+	if n == len(t) {
 		if err := l.copyTable(max(8, 2*n), -1); err != nil {
+			return err
+		}
+		if t, err = l.table(); err != nil {
 			return err
 		}
 	}
@@ -41,19 +75,34 @@ func (l List) Append(val []byte) error {
 	if err != nil {
 		return err
 	}
-	l.publishSlot(l.table(), n, e, 0, 0, n+1, n+1)
-	return nil
+	return l.publishSlot(t, n, e, 0, 0, n+1, n+1)
 }
 
 // Delete removes element i, which must be in range, moving the later ones
 // down. The elements move in a new table published at once, so that no
 // kill leaves an element twice or not at all.
-func (l List) Delete(i int) error { return l.copyTable(len(l.table()), i) }
+func (l List) Delete(i int) error {
+	t, err := l.slot(i)
+	if err != nil {
+		return err
+	}
+	if err := l.ownedEntry(t[i]); err != nil {
+		return err
+	}
+	return l.copyTable(len(t), i)
+}
 
 // copyTable publishes a table of n slots holding the elements, without
 // element skip (if skip >= 0, and then frees its entry).
 func (l List) copyTable(n, skip int) error {
-	t, length := l.table(), l.Len()
+	t, err := l.table()
+	if err != nil {
+		return err
+	}
+	length := l.Len()
+	if length > len(t) || skip >= length || n < length {
+		return l.corrupt("length %d in a table of %d", length, len(t))
+	}
 	off, nt, err := l.newTable(n)
 	if err != nil {
 		return err
@@ -66,17 +115,28 @@ func (l List) copyTable(n, skip int) error {
 		length--
 		nt[length] = empty
 	}
-	l.publishTable(off, l.get(wTable), removed, length, length)
-	return nil
+	return l.publishTable(off, l.get(wTable), removed, length, length)
 }
 
 // Each calls f with every element (views into shared memory), in order,
 // until f returns false.
-func (l List) Each(f func(i int, val []byte) bool) {
-	t := l.table()
-	for i := range l.Len() {
-		if _, _, v := l.entry(t[i]); !f(i, v) {
-			return
+func (l List) Each(f func(i int, val []byte) bool) error {
+	t, err := l.table()
+	if err != nil {
+		return err
+	}
+	n := l.Len()
+	if n > len(t) {
+		return l.corrupt("length %d in a table of %d", n, len(t))
+	}
+	for i := range n {
+		_, _, v, err := l.entry(t[i])
+		if err != nil {
+			return err
+		}
+		if !f(i, v) {
+			return nil
 		}
 	}
+	return nil
 }

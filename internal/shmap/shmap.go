@@ -20,6 +20,7 @@ package shmap
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync/atomic"
 	"unsafe"
 
@@ -44,12 +45,18 @@ const (
 	wUsedAfter        // wUsed once it is done
 )
 
-// Phases of the redo record.
+// Phases of the redo record. A phase other than idle carries a magic
+// number above it, so that a word scribbled over while no change is in
+// progress reads as garbage rather than as a change to redo.
 const (
-	idle      = iota
-	prepared  // wNew is allocated but not yet published: free it
-	slotRedo  // store wNew in slot wSlot
-	tableRedo // make wNew the table
+	idle       = iota
+	prepared   // wNew is allocated but not yet published: free it
+	slotRedo   // store wNew in slot wSlot
+	tableRedo  // make wNew the table
+	destroying // Destroy is under way: free wOld, then carry on
+
+	phaseMagic = 0x5eda_c0de_77a1 << 16
+	phaseMask  = 1<<16 - 1
 )
 
 // Slot values below minEntry are not offsets.
@@ -59,11 +66,21 @@ const (
 	minEntry  = 2
 )
 
+// A table block is its number of slots, the offset of the store's header
+// (which tells a table from any other block a corrupt offset could name),
+// then the slots.
+const tableHeader = 16
+
 // crashHook, when set by a test, runs after every store to shared memory,
 // so that the test can stop a change at each point a kill could.
 var crashHook func()
 
 // Store is the shared state common to Map and List.
+//
+// Everything a Store reads from shared memory is validated before use: a
+// store that another process damaged gives errors wrapping shm.ErrCorrupt
+// from its methods, never a panic, an access outside the arena, or a loop
+// that does not end, and the blocks it frees are checked to be its own.
 type Store struct {
 	a   *shm.Arena
 	off shm.Offset
@@ -91,58 +108,150 @@ func store(p *uint64, v uint64) {
 	}
 }
 
-// Len returns the number of live entries.
-func (s Store) Len() int { return int(s.get(wLen)) }
+// Len returns the number of live entries; for a damaged store, some number
+// from 0 to the table's capacity.
+func (s Store) Len() int { return int(min(s.get(wLen), 1<<40)) }
+
+// corrupt returns an error wrapping shm.ErrCorrupt for this store.
+func (s Store) corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: shared map or list at %#x: %s", shm.ErrCorrupt, uint64(s.off), fmt.Sprintf(format, args...))
+}
+
+// word64 returns the 8-byte word at off, which must lie in the heap.
+func (s Store) word64(off uint64) *uint64 {
+	return (*uint64)(unsafe.Pointer(&s.a.Bytes(shm.Offset(off), 8)[0]))
+}
 
 // table returns the slot table: its capacity and its slots.
-func (s Store) table() []uint64 {
-	t := s.get(wTable)
-	if t == 0 {
-		return nil
+func (s Store) table() ([]uint64, error) { return s.tableAt(s.get(wTable)) }
+
+// tableAt returns the slots of the table block at off (none if 0), after
+// checking that it is one of this store's tables.
+func (s Store) tableAt(off uint64) ([]uint64, error) {
+	if off == 0 {
+		return nil, nil
 	}
-	n := *(*uint64)(unsafe.Pointer(&s.a.Bytes(shm.Offset(t), 8)[0]))
-	return unsafe.Slice((*uint64)(unsafe.Pointer(&s.a.Bytes(shm.Offset(t), 8+8*int(n))[8])), n)
+	if off%64 != 0 || !s.a.Contains(shm.Offset(off), tableHeader) {
+		return nil, s.corrupt("table offset %#x", off)
+	}
+	n, owner := atomic.LoadUint64(s.word64(off)), atomic.LoadUint64(s.word64(off+8))
+	if owner != uint64(s.off) || n < 8 || n&(n-1) != 0 || n > 1<<40 || !s.a.Contains(shm.Offset(off), tableHeader+8*int(n)) {
+		return nil, s.corrupt("table at %#x: %d slots, header %#x", off, n, owner)
+	}
+	return unsafe.Slice((*uint64)(unsafe.Pointer(&s.a.Bytes(shm.Offset(off), tableHeader+8*int(n))[tableHeader])), n), nil
 }
 
 // Recover finishes or undoes the change a dead holder of the caller's lock
-// left in progress. It is cheap when there is none, and is idempotent, so a
-// process killed while recovering leaves work that the next one finishes.
-func (s Store) Recover() {
-	switch s.get(wPhase) {
-	case idle:
-		return
-	case prepared:
-		s.free(wNew)
-		s.put(wPhase, idle)
-		return
-	case slotRedo:
-		store(&s.table()[s.get(wSlot)], s.get(wNew))
-	case tableRedo:
-		s.put(wTable, s.get(wNew))
+// left in progress, and checks the store's header. It is cheap when there
+// is no change to finish, and is idempotent, so a process killed while
+// recovering leaves work that the next one finishes. It fails with an
+// error wrapping shm.ErrCorrupt if the store is damaged: every later call
+// of the store's methods may then fail the same way.
+func (s Store) Recover() error {
+	if err := s.recover(); err != nil {
+		return err
 	}
-	s.finish()
+	return s.checkHeader()
+}
+
+// recover is Recover without the check of the header.
+func (s Store) recover() error {
+	switch ph := s.get(wPhase); ph {
+	case idle:
+	case prepared | phaseMagic:
+		err := s.free(wNew)
+		s.put(wPhase, idle)
+		if err != nil {
+			return err
+		}
+	case destroying | phaseMagic:
+		return s.free(wOld)
+	case slotRedo | phaseMagic:
+		t, err := s.table()
+		if err != nil {
+			return err
+		}
+		i := s.get(wSlot)
+		if i >= uint64(len(t)) {
+			return s.corrupt("change to slot %d of %d", i, len(t))
+		}
+		store(&t[i], s.get(wNew))
+		if err := s.finish(); err != nil {
+			return err
+		}
+	case tableRedo | phaseMagic:
+		if _, err := s.tableAt(s.get(wNew)); err != nil {
+			return err
+		}
+		s.put(wTable, s.get(wNew))
+		if err := s.finish(); err != nil {
+			return err
+		}
+	default:
+		return s.corrupt("change in progress %#x", ph)
+	}
+	return nil
+}
+
+// checkHeader checks the counters against the table, so that the methods
+// can rely on them: no more live entries than slots in use, and no more
+// slots in use than slots.
+func (s Store) checkHeader() error {
+	t, err := s.table()
+	if err != nil {
+		return err
+	}
+	length, used := s.get(wLen), s.get(wUsed)
+	if length > used || used > uint64(len(t)) {
+		return s.corrupt("%d entries in %d used slots of %d", length, used, len(t))
+	}
+	return nil
 }
 
 // finish completes a published change: the counters, then the frees of
 // the replaced blocks, then the record. Every step may be done twice.
-func (s Store) finish() {
+func (s Store) finish() error {
 	s.put(wLen, s.get(wLenAfter))
 	s.put(wUsed, s.get(wUsedAfter))
-	s.free(wOld)
-	s.free(wOld2)
+	err := s.free(wOld)
+	if err2 := s.free(wOld2); err == nil {
+		err = err2
+	}
 	s.put(wPhase, idle)
+	return err
 }
 
 // free frees the block recorded in header word i, if it is one, and clears
-// the word in the same step (see shm.Arena.FreeFrom).
-func (s Store) free(i int) {
-	if s.get(i) < minEntry {
+// the word in the same step (see shm.Arena.FreeFrom). Blocks enter the
+// record only once they are known to be the store's own (see owned): here
+// they may have been zeroed already, by a Free that a kill cut short.
+func (s Store) free(i int) error {
+	v := s.get(i)
+	if v < minEntry {
 		s.put(i, 0)
-		return
+		return nil
 	}
-	// An error means the word named a block that is not live, which only a
-	// bug can cause; the word is left for inspection.
-	_ = s.a.FreeFrom(s.at(i))
+	err := s.a.FreeFrom(s.at(i))
+	if crashHook != nil {
+		crashHook()
+	}
+	if err != nil {
+		return s.corrupt("freeing %#x: %v", v, err)
+	}
+	return nil
+}
+
+// ownedEntry checks that slot value v is a live block holding one of the
+// store's entries, as far as its contents tell: a slot naming anything
+// else is damage, and the block must not be freed, so that the damage
+// costs a leak rather than another object's memory.
+func (s Store) ownedEntry(v uint64) error {
+	size, ok := s.a.OwnedSize(shm.Offset(v))
+	if !ok {
+		return s.corrupt("%#x is not a live block", v)
+	}
+	_, err := s.checkEntry(v, size)
+	return err
 }
 
 // prepare allocates a block of n bytes as the change's new block. The
@@ -150,7 +259,7 @@ func (s Store) free(i int) {
 // records the block in it as it allocates, so a kill at any point frees it.
 func (s Store) prepare(n int) (uint64, []byte, error) {
 	s.put(wNew, 0)
-	s.put(wPhase, prepared)
+	s.put(wPhase, prepared|phaseMagic)
 	off, err := s.a.AllocTo(n, s.at(wNew))
 	if err != nil {
 		s.put(wPhase, idle)
@@ -159,45 +268,59 @@ func (s Store) prepare(n int) (uint64, []byte, error) {
 	return uint64(off), s.a.Bytes(off, n), nil
 }
 
+// unprepare frees the prepared block of a change that is given up.
+func (s Store) unprepare() {
+	_ = s.free(wNew)
+	s.put(wPhase, idle)
+}
+
 // publishSlot stores v in slot i of the table t, replacing the block old
 // (and old2), leaving the counters at length and used.
-func (s Store) publishSlot(t []uint64, i int, v, old, old2 uint64, length, used int) {
+func (s Store) publishSlot(t []uint64, i int, v, old, old2 uint64, length, used int) error {
 	s.put(wSlot, uint64(i))
 	s.put(wNew, v)
 	s.put(wOld, old)
 	s.put(wOld2, old2)
 	s.put(wLenAfter, uint64(length))
 	s.put(wUsedAfter, uint64(used))
-	s.put(wPhase, slotRedo)
+	s.put(wPhase, slotRedo|phaseMagic)
 	store(&t[i], v)
-	s.finish()
+	return s.finish()
 }
 
 // publishTable makes the prepared block t the table, replacing old (and
 // old2), with the counters at length and used.
-func (s Store) publishTable(t, old, old2 uint64, length, used int) {
+func (s Store) publishTable(t, old, old2 uint64, length, used int) error {
 	s.put(wOld, old)
 	s.put(wOld2, old2)
 	s.put(wLenAfter, uint64(length))
 	s.put(wUsedAfter, uint64(used))
-	s.put(wPhase, tableRedo)
+	s.put(wPhase, tableRedo|phaseMagic)
 	s.put(wTable, t)
-	s.finish()
+	return s.finish()
 }
 
 // newTable prepares an empty table of n slots.
 func (s Store) newTable(n int) (uint64, []uint64, error) {
-	off, b, err := s.prepare(8 + 8*n)
+	off, b, err := s.prepare(tableHeader + 8*n)
 	if err != nil {
 		return 0, nil, err
 	}
 	binary.LittleEndian.PutUint64(b, uint64(n))
-	return off, unsafe.Slice((*uint64)(unsafe.Pointer(&b[8])), n), nil
+	binary.LittleEndian.PutUint64(b[8:], uint64(s.off))
+	return off, unsafe.Slice((*uint64)(unsafe.Pointer(&b[tableHeader])), n), nil
 }
 
 // Entry blocks are immutable once published: a 16-byte header (the key's
-// hash, then the key's and the value's lengths) and the key and value bytes.
+// hash sealed with the store's seal, then the key's and the value's
+// lengths) and the key and value bytes. The seal binds an entry to its
+// store: a damaged slot naming another store's entry is told apart, and
+// that entry is never freed by this store.
 const entryHeader = 16
+
+// seal is what the hashes of the store's entries are XORed with: its
+// header's offset, mixed.
+func (s Store) seal() uint64 { return uint64(s.off) * 0x9e3779b97f4a7c15 }
 
 // newEntry prepares an entry block holding hash, key and val.
 func (s Store) newEntry(hash uint64, key, val []byte) (uint64, error) {
@@ -205,7 +328,7 @@ func (s Store) newEntry(hash uint64, key, val []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	binary.LittleEndian.PutUint64(b, hash)
+	binary.LittleEndian.PutUint64(b, hash^s.seal())
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(key)))
 	binary.LittleEndian.PutUint32(b[12:], uint32(len(val)))
 	copy(b[entryHeader:], key)
@@ -213,10 +336,142 @@ func (s Store) newEntry(hash uint64, key, val []byte) (uint64, error) {
 	return off, nil
 }
 
-// entry reads the entry block at off.
-func (s Store) entry(off uint64) (hash uint64, key, val []byte) {
+// entryHash reads the hash of the entry block at off, which a probe
+// compares before anything else.
+func (s Store) entryHash(off uint64) (uint64, error) {
+	if off%64 != 0 || !s.a.Contains(shm.Offset(off), entryHeader) {
+		return 0, s.corrupt("entry offset %#x", off)
+	}
+	return binary.LittleEndian.Uint64(s.a.Bytes(shm.Offset(off), 8)) ^ s.seal(), nil
+}
+
+// entry reads the entry block at off. Its lengths must fit the block, so
+// that damage cannot make a reader copy more than a block's worth.
+func (s Store) entry(off uint64) (hash uint64, key, val []byte, err error) {
+	size, ok := s.a.OwnedSize(shm.Offset(off))
+	if !ok {
+		return 0, nil, nil, s.corrupt("entry offset %#x is not a live block", off)
+	}
 	h := s.a.Bytes(shm.Offset(off), entryHeader)
 	kn, vn := int(binary.LittleEndian.Uint32(h[8:])), int(binary.LittleEndian.Uint32(h[12:]))
+	if entryHeader+kn+vn > size {
+		return 0, nil, nil, s.corrupt("entry at %#x: %d-byte key and %d-byte value in a %d-byte block", off, kn, vn, size)
+	}
 	b := s.a.Bytes(shm.Offset(off), entryHeader+kn+vn)
-	return binary.LittleEndian.Uint64(h), b[entryHeader : entryHeader+kn], b[entryHeader+kn:]
+	return binary.LittleEndian.Uint64(h) ^ s.seal(), b[entryHeader : entryHeader+kn], b[entryHeader+kn:], nil
+}
+
+// checkEntry checks that the live block at off, of size bytes, holds an
+// entry of this store as newEntry makes them: its lengths fill the block
+// as an allocation of their size would, and its hash unsealed is its key's
+// (a Map's) or 0 with no key (a List's).
+func (s Store) checkEntry(off uint64, size int) (n int, err error) {
+	h, k, v, err := s.entry(off)
+	if err != nil {
+		return 0, err
+	}
+	n = entryHeader + len(k) + len(v)
+	if n > size || (size > 64 && n <= size/2) {
+		return 0, s.corrupt("entry at %#x: %d bytes in a %d-byte block", off, n, size)
+	}
+	if !(h == 0 && len(k) == 0) && h != Hash(k) {
+		return 0, s.corrupt("block %#x is not an entry of this store", off)
+	}
+	return n, nil
+}
+
+// Destroy frees every block the store owns (its table, its entries, and
+// any block a change in progress holds) and leaves its HeaderSize bytes
+// zeroed: an empty store, which the caller may then free along with the
+// block around it. It is for when the last user of the store is gone; like
+// every method it must be called with the caller's lock held (or with no
+// other process able to reach the store).
+//
+// Destroy is restartable: a process killed at any point of it leaves a
+// store on which Destroy, called again, finishes the work, never freeing a
+// block twice nor leaking one. Between the two calls the store is not
+// usable for anything else. Damage (an error wrapping shm.ErrCorrupt) does
+// not stop it: blocks that are not evidently the store's own are left
+// alone (leaked rather than taken from another object), the header is
+// zeroed all the same, and the first such error is returned.
+func (s Store) Destroy() error {
+	// Finishing or undoing the change in progress frees the blocks of the
+	// redo record (a prepared block, the replaced ones) and leaves every
+	// owned block reachable from the table. An earlier Destroy cut short
+	// may have recorded an entry whose slot it had not cleared yet: that
+	// entry is freed now, and its slot is skipped below.
+	var pending uint64
+	if s.get(wPhase) == destroying|phaseMagic {
+		pending = s.get(wOld)
+	}
+	first := s.recover()
+	keep := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
+	t, err := s.table()
+	if err != nil {
+		keep(err)
+	}
+	if t != nil {
+		if s.get(wPhase) != destroying|phaseMagic {
+			s.put(wOld, 0)
+			s.put(wPhase, destroying|phaseMagic)
+		}
+		// Each entry moves to the record, leaves its slot, and is freed
+		// from the record (FreeFrom clears the record in the same step), so
+		// a second pass finds only the slots still to do; the table goes
+		// last, once no slot names anything.
+		for i, v := range t {
+			if v < minEntry {
+				continue
+			}
+			if v == pending {
+				store(&t[i], empty)
+				continue
+			}
+			if err := s.ownedEntry(v); err != nil {
+				keep(err)
+				store(&t[i], empty)
+				continue
+			}
+			s.put(wOld, v)
+			store(&t[i], empty)
+			if err := s.free(wOld); err != nil {
+				keep(err)
+			}
+		}
+		if err := s.a.FreeFrom(s.at(wTable)); err != nil {
+			keep(s.corrupt("freeing the table: %v", err))
+		}
+		if crashHook != nil {
+			crashHook()
+		}
+	}
+	// What is left in the header are counters and stale offsets of the
+	// redo record, none of them owned.
+	for i := range HeaderSize / 8 {
+		if s.get(i) != 0 {
+			s.put(i, 0)
+		}
+	}
+	return first
+}
+
+// Blocks returns the offsets of the store's table and of the entry blocks
+// its slots name, for fault-injection tests and diagnostics. Like every
+// method it must be called with the caller's lock held.
+func (s Store) Blocks() []shm.Offset {
+	t, err := s.table()
+	if err != nil || t == nil {
+		return nil
+	}
+	bs := []shm.Offset{shm.Offset(s.get(wTable))}
+	for _, v := range t {
+		if v >= minEntry {
+			bs = append(bs, shm.Offset(v))
+		}
+	}
+	return bs
 }

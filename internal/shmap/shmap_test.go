@@ -1,6 +1,7 @@
 package shmap
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/multiproc/mp/internal/leakcheck"
 	"github.com/multiproc/mp/internal/shm"
@@ -37,27 +39,33 @@ func newHeader(t testing.TB, a *shm.Arena) shm.Offset {
 }
 
 func set(m Map, k, v string) error { return m.Set(Hash([]byte(k)), []byte(k), []byte(v)) }
-func del(m Map, k string) bool     { return m.Delete(Hash([]byte(k)), []byte(k)) }
+func del(m Map, k string) bool {
+	ok, err := m.Delete(Hash([]byte(k)), []byte(k))
+	must(err)
+	return ok
+}
+
 func get(m Map, k string) (string, bool) {
-	v, ok := m.Get(Hash([]byte(k)), []byte(k))
+	v, ok, err := m.Get(Hash([]byte(k)), []byte(k))
+	must(err)
 	return string(v), ok
 }
 
 func mapContents(m Map) map[string]string {
 	got := map[string]string{}
-	m.Each(func(k, v []byte) bool {
+	must(m.Each(func(k, v []byte) bool {
 		got[string(k)] = string(v)
 		return true
-	})
+	}))
 	return got
 }
 
 func listContents(l List) []string {
 	var got []string
-	l.Each(func(i int, v []byte) bool {
+	must(l.Each(func(i int, v []byte) bool {
 		got = append(got, string(v))
 		return true
-	})
+	}))
 	return got
 }
 
@@ -134,7 +142,7 @@ func TestListModel(t *testing.T) {
 			want[j] = v
 		default:
 			j := r.IntN(len(want))
-			if got := string(l.At(j)); got != want[j] {
+			if got, err := l.At(j); err != nil || string(got) != want[j] {
 				t.Fatalf("op %d: At(%d) = %q, want %q", i, j, got, want[j])
 			}
 		}
@@ -280,6 +288,22 @@ func fillList(n int) func(a *shm.Arena, h shm.Offset) {
 	}
 }
 
+// zeroReplaced zeroes the blocks that the change in progress replaced, as
+// the arena's Free does first: a kill inside that Free leaves them zeroed
+// but allocated, and recovery must still free them.
+func zeroReplaced(a *shm.Arena, s Store) {
+	if s.get(wPhase) == idle || s.get(wPhase) == prepared|phaseMagic {
+		return
+	}
+	for _, w := range []int{wOld, wOld2} {
+		if v := shm.Offset(s.get(w)); v >= minEntry {
+			if size, err := a.BlockSize(v); err == nil {
+				clear(a.Bytes(v, size))
+			}
+		}
+	}
+}
+
 // TestCrashAtEveryStore stops each change at each of its stores, and also
 // stops the recovery from each such point at each of its stores, and
 // checks that a completed recovery leaves the store exactly as before the
@@ -319,10 +343,11 @@ func TestCrashAtEveryStore(t *testing.T) {
 						t.Fatalf("point %d of %d: not reached", k, n)
 					}
 					s := open(a, h)
+					zeroReplaced(a, s)
 					stopAt(j)
-					stopped := run(s.Recover)
+					stopped := run(func() { must(s.Recover()) })
 					crashHook = nil
-					s.Recover()
+					must(s.Recover())
 					got := snapshot(a, h, sc.list)
 					if err := checkBlocks(a, h); err != nil {
 						t.Fatalf("point %d of %d (recovery stopped at %d): %v", k, n, j, err)
@@ -349,5 +374,245 @@ func TestCrashAtEveryStore(t *testing.T) {
 				t.Fatal("no stop point recovered to the state after the change")
 			}
 		})
+	}
+}
+
+// TestDestroyAtEveryStore interrupts each scenario's change at each of its
+// stores (or lets it complete), then stops Destroy at each of its own
+// stores and calls it again, and checks that the arena is left holding the
+// header block only, with the header zeroed: nothing leaked, nothing freed
+// twice (a double free would fail, or drive the count below one).
+func TestDestroyAtEveryStore(t *testing.T) {
+	defer func() { crashHook = nil }()
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			fresh := func() (*shm.Arena, shm.Offset) {
+				crashHook = nil
+				a := newArena(t)
+				h := newHeader(t, a)
+				if sc.setup != nil {
+					sc.setup(a, h)
+				}
+				return a, h
+			}
+			a, h := fresh()
+			points := stopAt(0)
+			sc.op(a, h)
+			n := *points
+			crashHook = nil
+			a.Close()
+			destroyStops := 0
+			for k := 0; k <= n; k++ {
+				for j := 1; ; j++ {
+					a, h := fresh()
+					stopAt(k)
+					if run(func() { sc.op(a, h) }) != (k > 0) {
+						t.Fatalf("point %d of %d: not reached", k, n)
+					}
+					s := open(a, h)
+					zeroReplaced(a, s)
+					stopAt(j)
+					stopped := run(func() { must(s.Destroy()) })
+					crashHook = nil
+					if err := s.Destroy(); err != nil {
+						t.Fatalf("change stopped at %d of %d, Destroy at %d: second Destroy: %v", k, n, j, err)
+					}
+					if got := a.Stats().Allocs; got != 1 {
+						t.Fatalf("change stopped at %d of %d, Destroy at %d: %d blocks left, want the header only", k, n, j, got)
+					}
+					if hdr := a.Bytes(h, HeaderSize); !bytes.Equal(hdr, make([]byte, HeaderSize)) {
+						t.Fatalf("change stopped at %d of %d, Destroy at %d: header not zeroed: %x", k, n, j, hdr)
+					}
+					a.Close()
+					if !stopped {
+						break
+					}
+					destroyStops++
+				}
+			}
+			if destroyStops < n {
+				t.Fatalf("Destroy was stopped only %d times over %d points of the change", destroyStops, n)
+			}
+		})
+	}
+}
+
+// TestDestroyEmptyAndReuse: Destroy of a store that never held anything is
+// a no-op, and a destroyed store is an empty one that can be used again.
+func TestDestroyEmptyAndReuse(t *testing.T) {
+	a := newArena(t)
+	h := newHeader(t, a)
+	m := OpenMap(a, h)
+	if err := m.Destroy(); err != nil || a.Stats().Allocs != 1 {
+		t.Fatalf("Destroy of an empty map: %v, %d blocks", err, a.Stats().Allocs)
+	}
+	fillMap(20)(a, h)
+	del(m, "k3")
+	if err := m.Destroy(); err != nil || a.Stats().Allocs != 1 || m.Len() != 0 {
+		t.Fatalf("Destroy: %v, %d blocks, Len %d", err, a.Stats().Allocs, m.Len())
+	}
+	must(set(m, "a", "b"))
+	if v, ok := get(m, "a"); !ok || v != "b" {
+		t.Fatalf("destroyed map reused: Get = %q %v", v, ok)
+	}
+}
+
+// TestScribble writes random bytes over a map's or a list's header, table
+// or entries, and checks that its methods then never panic or hang, fail
+// only with errors wrapping shm.ErrCorrupt, and never free or write
+// another object's memory: a neighbouring map stays intact while the
+// arena's free memory is reused and overwritten.
+func TestScribble(t *testing.T) {
+	trials := 400
+	if os.Getenv("MULTIPROC_LONG") != "" {
+		trials = 10000
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	defer func() { crashHook = nil }()
+	corrupt := 0
+	for trial := range trials {
+		list := trial%2 == 1
+		a, err := shm.New(shm.MinSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The neighbour's entries lie between the damaged store's, so that
+		// a damaged slot often names one of them.
+		nb, h := newHeader(t, a), newHeader(t, a)
+		for i := range 3 + rng.IntN(10) {
+			k := fmt.Sprint("k", i)
+			must(set(OpenMap(a, nb), k, "neighbour's"))
+			if list {
+				must(OpenList(a, h).Append([]byte(k)))
+			} else {
+				must(set(OpenMap(a, h), k, k))
+			}
+		}
+		if !list {
+			del(OpenMap(a, h), "k1")
+		}
+		neighbour := snapshot(a, nb, false)
+		s := open(a, h)
+		// Where to scribble: the header, the table or an entry.
+		var off shm.Offset
+		n := 1 + rng.IntN(16)
+		t0 := shm.Offset(s.get(wTable))
+		slots, _ := s.table()
+		switch rng.IntN(3) {
+		case 0:
+			off = h + shm.Offset(rng.IntN(HeaderSize-n+1))
+		case 1:
+			off = t0 + shm.Offset(rng.IntN(tableHeader+8*len(slots)-n+1))
+		case 2:
+			var entries []uint64
+			for _, v := range slots {
+				if v >= minEntry {
+					entries = append(entries, v)
+				}
+			}
+			off = shm.Offset(entries[rng.IntN(len(entries))]) + shm.Offset(rng.IntN(entryHeader+2))
+		}
+		b := a.Bytes(off, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		what := fmt.Sprintf("trial %d (list %v): %d bytes at %#x", trial, list, n, off)
+		check := func(err error) bool {
+			if err == nil || errors.Is(err, shm.ErrNoSpace) {
+				return true
+			}
+			if errors.Is(err, shm.ErrCorrupt) {
+				corrupt++
+				return true
+			}
+			t.Errorf("%s: %v", what, err)
+			return false
+		}
+		within(t, what, func() {
+			if !check(s.Recover()) {
+				return
+			}
+			_ = s.Len()
+			for i := range 20 {
+				if list {
+					l := List{s}
+					var err error
+					switch i % 5 {
+					case 0:
+						err = l.Append([]byte("new"))
+					case 1:
+						_, err = l.At(i % max(1, l.Len()))
+					case 2:
+						err = l.Set(i%max(1, l.Len()), []byte("set"))
+					case 3:
+						err = l.Delete(0)
+					case 4:
+						err = l.Each(func(int, []byte) bool { return true })
+					}
+					if !check(err) {
+						return
+					}
+					continue
+				}
+				m := Map{s}
+				k := []byte(fmt.Sprint("k", i%12))
+				var err error
+				switch i % 4 {
+				case 0:
+					err = m.Set(Hash(k), k, []byte("v"))
+				case 1:
+					_, _, err = m.Get(Hash(k), k)
+				case 2:
+					_, err = m.Delete(Hash(k), k)
+				case 3:
+					err = m.Each(func(k, v []byte) bool { return true })
+				}
+				if !check(err) {
+					return
+				}
+			}
+			check(s.Destroy())
+		})
+		// The neighbour's blocks are all still allocated, and it holds what
+		// it held.
+		ns := open(a, nb)
+		nt, err := ns.table()
+		if err != nil {
+			t.Fatalf("%s: the neighbouring map: %v", what, err)
+		}
+		for _, v := range append(nt, ns.get(wTable)) {
+			if _, ok := a.OwnedSize(shm.Offset(v)); v >= minEntry && !ok {
+				t.Fatalf("%s: block %#x of the neighbouring map was freed", what, v)
+			}
+		}
+		if got := snapshot(a, nb, false); got != neighbour {
+			t.Fatalf("%s: the neighbouring map changed:\n%+v\nwant\n%+v", what, got, neighbour)
+		}
+		a.Close()
+		if t.Failed() {
+			return
+		}
+	}
+	t.Logf("%d trials, %d operations found the store damaged", trials, corrupt)
+}
+
+// within runs f and fails the test if it panics or has not returned within
+// a minute, which only a wait that never ends takes.
+func within(t testing.TB, what string, f func()) {
+	t.Helper()
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		f()
+	}()
+	select {
+	case r := <-done:
+		if r != nil {
+			t.Fatalf("%s panicked: %v", what, r)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%s hung", what)
 	}
 }
