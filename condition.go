@@ -246,9 +246,21 @@ func (c *Condition) WaitFor(ctx context.Context, pred func() bool) error {
 
 // Notify wakes up to n goroutines waiting on the condition, the ones that
 // have waited longest first: exactly min(n, number waiting) of those that
-// were waiting when it was called. The caller should hold the lock.
-func (c *Condition) Notify(n int) {
+// were waiting when it was called. The caller must hold the lock: it
+// returns an error wrapping ErrNotAcquired, waking nobody, if the lock is
+// not held by the calling process (an RLock: by the calling goroutine), as
+// Python raises.
+func (c *Condition) Notify(n int) error {
 	c.check()
+	if !c.held() {
+		return fmt.Errorf("%w: Condition.Notify without holding the lock", ErrNotAcquired)
+	}
+	c.notify(n)
+	return nil
+}
+
+// notify is Notify without the check that the caller holds the lock.
+func (c *Condition) notify(n int) {
 	if n <= 0 || atomic.LoadUint32(c.nwait) == 0 {
 		return
 	}
@@ -293,17 +305,23 @@ func (c *Condition) Notify(n int) {
 }
 
 // NotifyAll wakes every goroutine waiting on the condition, in every
-// process. The caller should hold the lock.
-func (c *Condition) NotifyAll() { c.Notify(math.MaxInt) }
+// process. The caller must hold the lock, as for Notify.
+func (c *Condition) NotifyAll() error { return c.Notify(math.MaxInt) }
 
-// held reports whether the caller may hold the lock: for an RLock, whether
-// the calling goroutine owns it; for a Lock (which has no owner), whether
-// it is locked.
+// held reports whether the caller holds the lock, as the lock records its
+// owner: for an RLock, whether the calling goroutine owns it; for a Lock,
+// which records only the owning process, whether this process holds it.
 func (c *Condition) held() bool {
 	if c.r != nil {
-		return c.r.m.ownedHere() && atomic.LoadUint64(c.r.owner) == goid()
+		return heldHere(c.r.m) && atomic.LoadUint64(c.r.owner) == goid()
 	}
-	return atomic.LoadUint64(c.l.m.state) != 0
+	return heldHere(c.l.m)
+}
+
+// heldHere reports whether this process holds m: the owner word names its
+// pid and start time (a dead process that had this pid is not this one).
+func heldHere(m mutex) bool {
+	return atomic.LoadUint64(m.state)&^contended == self64()
 }
 
 // claim registers the caller as a waiter, in state waiting, and returns its
@@ -365,7 +383,7 @@ func (c *Condition) leave(state *uint32) {
 	}
 	// Notified already (by a Notify made without the lock): pass it on.
 	atomic.StoreUint32(state, slotFree)
-	c.Notify(1)
+	c.notify(1)
 }
 
 // releaseAll releases the lock completely and returns what restore needs
@@ -373,7 +391,7 @@ func (c *Condition) leave(state *uint32) {
 func (c *Condition) releaseAll() (uint32, error) {
 	if c.r != nil {
 		r := c.r
-		if !r.m.ownedHere() || atomic.LoadUint64(r.owner) != goid() {
+		if !heldHere(r.m) || atomic.LoadUint64(r.owner) != goid() {
 			return 0, fmt.Errorf("%w: the RLock is not held by the caller", ErrNotAcquired)
 		}
 		n := atomic.SwapUint32(r.count, 0)

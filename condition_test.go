@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -571,4 +572,38 @@ func TestConditionStress(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestConditionLockHeldByAnotherProcess: Wait and Notify on a Condition
+// whose Lock another process holds fail with ErrNotAcquired at once, and
+// leave that process's lock alone (Wait used to unlock it, wait out its
+// deadline, and keep the lock).
+func TestConditionLockHeldByAnotherProcess(t *testing.T) {
+	l := mp.Must(mp.NewLock())
+	c := mp.Must(mp.NewCondition(l))
+	flag := filepath.Join(t.TempDir(), "held")
+	p := mp.NewProcess(holdLock, l, flag)
+	p.Daemon = true
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.Kill()
+		join(t, p)
+	}()
+	awaitFile(t, flag)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Wait(ctx); !errors.Is(err, mp.ErrNotAcquired) {
+		t.Fatalf("Wait on another process's lock = %v, want ErrNotAcquired", err)
+	}
+	if err := c.Notify(1); !errors.Is(err, mp.ErrNotAcquired) {
+		t.Fatalf("Notify on another process's lock = %v, want ErrNotAcquired", err)
+	}
+	if err := c.NotifyAll(); !errors.Is(err, mp.ErrNotAcquired) {
+		t.Fatalf("NotifyAll on another process's lock = %v, want ErrNotAcquired", err)
+	}
+	if l.TryAcquire() {
+		t.Fatal("the other process's lock was released")
+	}
 }

@@ -323,15 +323,6 @@ func (t *holders) release(a *shm.Arena) {
 	t.blocks.Store(nil)
 }
 
-// adjust adds d to this process's count if it has an entry (see own);
-// unlike add, it never makes one, so that a process untracked when it
-// began something is not tracked for only half of it.
-func (t *holders) adjust(d int32) {
-	if i := int(t.mine.Load()) - 1; i >= 0 {
-		atomic.AddUint32(t.held(i), uint32(d))
-	}
-}
-
 // idAlive reports whether the process id (pid | start32<<32) is alive.
 func idAlive(id uint64) bool {
 	return proc.AliveStart32(int(uint32(id)), uint32(id>>32))

@@ -504,3 +504,79 @@ func TestPipeChildKilledAtStart(t *testing.T) {
 		a.Close()
 	}
 }
+
+// holdEnd holds c until release is set, then, if send, sends "last" on it.
+func holdEnd(c *mp.Conn, started *mp.Semaphore, release *mp.Event, send bool) error {
+	if err := started.Release(); err != nil {
+		return err
+	}
+	if err := release.Wait(context.Background()); err != nil {
+		return err
+	}
+	if send {
+		return c.Send("last")
+	}
+	return nil
+}
+
+func init() { mp.Register(holdEnd) }
+
+// TestPipeManyHolders: with 80 processes holding an end, the other end
+// does not see it gone while the last of them lives (the holder table used
+// to stop at 64, so that the 65th holder was not counted).
+func TestPipeManyHolders(t *testing.T) {
+	const n = 80
+	a, b := pipe(t, false)
+	started := mp.Must(mp.NewSemaphore(0))
+	release, releaseLast := mp.Must(mp.NewEvent()), mp.Must(mp.NewEvent())
+	var ps []*mp.Process
+	for i := range n {
+		ev := release
+		if i == n-1 {
+			ev = releaseLast
+		}
+		p := mp.NewProcess(holdEnd, b, started, ev, i == n-1)
+		p.Daemon = true
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if p.IsAlive() {
+				p.Kill()
+				join(t, p)
+			}
+		})
+		ps = append(ps, p)
+	}
+	b.Close()
+	ctx := within(t)
+	for range n {
+		if err := started.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release.Set()
+	for _, p := range ps[:n-1] {
+		if err := join(t, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last holder is alive: a Poll must wait (it checks for a gone
+	// peer every 50 ms), not report the end gone.
+	pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if ok, err := a.Poll(pctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Poll with the 80th holder alive = %v, %v; want it to wait", ok, err)
+	}
+	releaseLast.Set()
+	var got string
+	if err := a.Recv(ctx, &got); err != nil || got != "last" {
+		t.Fatalf("Recv = %q, %v; want the 80th holder's message", got, err)
+	}
+	if err := join(t, ps[n-1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Recv(ctx, &got); !errors.Is(err, io.EOF) {
+		t.Fatalf("Recv after every holder ended = %v, want io.EOF", err)
+	}
+}

@@ -5,17 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"math"
 	"reflect"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/codec"
 	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/ring"
-	"github.com/multiproc/mp/internal/wait"
 )
 
 // Errors of queues.
@@ -68,14 +65,11 @@ const DefaultQueueSize = 1 << 15
 // Items put by one producer are taken in the order it put them. A producer
 // killed in the middle of a Put leaves no half-written item; a consumer
 // killed in the middle of a Get loses that one item, and nobody blocks
-// forever on either. Nor does either take capacity with it, with one
-// limit: a queue whose maxsize is 1 or not a power of two counts its
-// items itself, and records per process the slots reserved by Puts in
-// progress, for up to HolderMax live processes; a further process
-// killed in the middle of a Put may cost the queue a slot. (A process
-// killed at one of the few instructions between two of these records may
-// instead let the queue take an item beyond maxsize, until it next
-// empties.)
+// forever on either. Nor does either take capacity with it or give the
+// queue more: whatever instruction a producer or consumer is killed at,
+// the queue never holds more than maxsize items, and the items a dead
+// process was putting or taking stop counting once the queue has noticed
+// it is gone (a blocked Put checks every 50 ms).
 //
 // Memory: an idle unbounded queue (maxsize <= 0) takes about 8 KiB of
 // the arena, of which a few KiB are touched. Its ring grows by doubling, from
@@ -182,11 +176,8 @@ func openQueue[T any](h handle) (*Queue[T], error) {
 	}
 	if q.max > 0 && q.max != r.Cap() {
 		// The ring's capacity is a power of two; Python's maxsize is exact.
-		e := &exactCount{max: uint32(q.max), count: h.u32(qCount), slots: h.u32(qSlots),
-			ringLost: h.u32(qSlotLost), r: r}
-		e.reserved.init(h, qReserved)
-		e.reclaimFunc = func() { e.reclaim() }
-		q.exact = e
+		r.SetLimit(q.max)
+		q.exact = &exactCount{max: uint32(q.max)}
 	}
 	if atomic.LoadUint32(h.u32(qFlags))&qJoinable != 0 {
 		j := &joinState{unfinished: h.u32(qUnfinished), lost: h.u32(qLost), ringLost: h.u32(qRingLost), r: r}
@@ -244,7 +235,7 @@ func (q *Queue[T]) put(ctx context.Context, v T, block bool) error {
 			return fmt.Errorf("mp: Put: %w", err)
 		}
 	}
-	msg, err := codec.AppendMarshal(msg, v)
+	msg, err := codec.AppendMarshalContext(ctx, msg, v)
 	if err != nil {
 		giveBack(lent)
 		return fmt.Errorf("mp: Put: %w", err)
@@ -265,9 +256,6 @@ func (q *Queue[T]) putMsg(ctx context.Context, head, body []byte, block bool) er
 		}
 	}
 	if q.exact != nil {
-		if err := q.exact.take(ctx, block); err != nil {
-			return err
-		}
 		testHook(hookSlotTaken)
 	}
 	if q.join != nil {
@@ -287,133 +275,21 @@ func (q *Queue[T]) putMsg(ctx context.Context, head, body []byte, block bool) er
 		if q.join != nil {
 			q.join.done(1)
 		}
-		if q.exact != nil {
-			// Given back before the reservation is forgotten: a kill in
-			// between gives it back twice rather than never.
-			q.exact.give(1)
-			q.exact.reserved.adjust(-1)
-		}
 		return queueErr(err)
-	}
-	if q.exact != nil {
-		// The item is in the ring: its slot is the consumer's to give
-		// back (or the ring's loss, if the consumer dies taking it).
-		q.exact.reserved.adjust(-1)
 	}
 	q.h.loc.raceRelease()
 	return nil
 }
 
-// exactCount keeps the item count of a queue whose maxsize is not its
-// ring's capacity (a power of two), so that puts stop at maxsize exactly.
-//
-// The count is of items in the ring plus slots reserved by puts in
-// progress. For no slot to go with a dead process, a put's reservation is
-// recorded in its process's entry of reserved until its item is in the
-// ring; a get gives its slot back while the ring still holds the item's
-// cell as being read (see takeAccounts), so that a consumer killed before
-// that is one of the ring's losses; and a blocked put, every ownerPoll,
-// gives back the slots of dead processes' reservations and of the ring's
-// losses. Where a kill lands between two records, the slot is given back
-// twice rather than never: the count may then be lower than the items
-// queued, until the queue empties (it never goes below zero).
+// exactCount marks a queue whose maxsize is not its ring's capacity (a
+// power of two): the ring then stops puts at maxsize itself (see
+// ring.SetLimit), counting from its cells' states, so that the count is
+// exact whatever instruction a producer or consumer is killed at: an item
+// being put counts until it is in the ring or the ring skips it (its
+// producer died), one being taken until it is taken or the ring counts it
+// lost (its consumer died).
 type exactCount struct {
-	max      uint32
-	count    *uint32 // the count
-	slots    *uint32 // futex word bumped when the count falls, for blocked puts
-	ringLost *uint32 // the ring's Lost that the count has accounted for
-	reserved holders // per process: slots reserved, items not yet in the ring
-	r        *ring.Ring
-
-	reclaimFunc func()       // reclaim, as reserved.own's full func
-	tried       atomic.Int64 // unix nanoseconds of a TryPut's last reclaim
-}
-
-// take reserves a slot for one item, blocking (with block) while there is
-// none, until ctx ends. It returns nil, ctx.Err(), ErrClosed, or ErrFull
-// without block.
-func (e *exactCount) take(ctx context.Context, block bool) error {
-	e.reserved.own(e.reclaimFunc) // or untracked: see Queue
-	reclaimed := time.Now()       // look for dead holders after a poll interval
-	for {
-		c := atomic.LoadUint32(e.count)
-		if c < e.max {
-			// Recorded before it is taken: a kill in between gives back
-			// a slot that was never taken rather than keep one.
-			e.reserved.adjust(1)
-			if atomic.CompareAndSwapUint32(e.count, c, c+1) {
-				return nil
-			}
-			e.reserved.adjust(-1)
-			continue
-		}
-		if !block {
-			if e.reclaimDue() && e.reclaim() {
-				continue
-			}
-			return ErrFull
-		}
-		if e.r.Closed() {
-			return ErrClosed
-		}
-		if time.Since(reclaimed) >= ownerPoll {
-			reclaimed = time.Now()
-			if e.reclaim() {
-				continue
-			}
-		}
-		s := atomic.LoadUint32(e.slots)
-		if atomic.LoadUint32(e.count) < e.max {
-			continue
-		}
-		if err := wait.Wait(ctx, e.slots, s, ownerPoll); err != nil {
-			return err
-		}
-	}
-}
-
-// give gives back n slots, waking blocked puts.
-func (e *exactCount) give(n uint32) {
-	e.free(n)
-	wait.Wake(e.slots, int(min(n, math.MaxInt32)))
-}
-
-// free gives back n slots without waking anyone: a put that is waiting
-// sees the change of the word it waits on, but must still be woken. It
-// never takes the count below zero (see exactCount).
-func (e *exactCount) free(n uint32) {
-	for {
-		c := atomic.LoadUint32(e.count)
-		if atomic.CompareAndSwapUint32(e.count, c, c-min(c, n)) {
-			break
-		}
-	}
-	atomic.AddUint32(e.slots, 1)
-}
-
-// reclaimDue reports whether a TryPut that finds the queue full should
-// reclaim: at most once per ownerPoll per handle, as a reclaim looks at
-// every cell of the ring and at /proc for every process with an entry.
-func (e *exactCount) reclaimDue() bool {
-	now := time.Now().UnixNano()
-	last := e.tried.Load()
-	return now-last >= int64(ownerPoll) && e.tried.CompareAndSwap(last, now)
-}
-
-// reclaim gives back the slots that dead processes took with them: those
-// they had reserved, and one per item the ring lost with a consumer killed
-// before it gave the slot back. It reports whether it gave any back. Any
-// number of processes may reclaim at once: each dead process's
-// reservations and each of the ring's losses are given back by one.
-func (e *exactCount) reclaim() bool {
-	e.r.Reclaim() // the cells dead consumers held become Lost
-	n := uint32(e.reserved.reclaim())
-	n += takeNew(e.ringLost, uint32(e.r.Lost()))
-	if n == 0 {
-		return false
-	}
-	e.give(n)
-	return true
+	max uint32
 }
 
 // takeNew advances *seen, a count of events already accounted for, to now,
@@ -447,12 +323,6 @@ func (a *takeAccounts) taking() {
 	testHook(hookTaking)
 	if a.join != nil {
 		a.join.holders.add(1)
-	}
-	if a.exact != nil {
-		// The wake, a system call, waits until the ring has released
-		// the cell (see getMsg): the shorter the ring holds it, the less
-		// likely a kill counts the slot twice.
-		a.exact.free(1)
 	}
 	testHook(hookTaken)
 }
@@ -595,17 +465,11 @@ func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut r
 		if errors.Is(err, ring.ErrCorrupt) {
 			// The ring consumed the cell without copying anything out,
 			// so nothing was recorded of the item.
-			if q.exact != nil {
-				q.exact.give(1)
-			}
 			if q.join != nil {
 				q.join.drop(false)
 			}
 		}
 		return nil, queueErr(err)
-	}
-	if q.exact != nil {
-		wait.Wake(q.exact.slots, 1) // for the slot freed in the copy-out
 	}
 	q.h.loc.raceAcquire()
 	return msg, nil
@@ -675,13 +539,10 @@ func (q *Queue[T]) GetMany(ctx context.Context, max int) ([]T, error) {
 	return vs, nil
 }
 
-// Len returns the number of items in the queue: a snapshot, exact at the
-// moment it was read.
+// Len returns the number of items in the queue, counting those being put
+// or taken at this moment: a snapshot.
 func (q *Queue[T]) Len() int {
 	q.check()
-	if q.exact != nil {
-		return int(atomic.LoadUint32(q.exact.count))
-	}
 	return q.r.Len()
 }
 
@@ -700,10 +561,6 @@ func (q *Queue[T]) Full() bool {
 func (q *Queue[T]) Close() {
 	q.check()
 	q.r.Close()
-	if q.exact != nil {
-		atomic.AddUint32(q.exact.slots, 1)
-		wait.Wake(q.exact.slots, math.MaxInt32)
-	}
 }
 
 func (q *Queue[T]) check() {

@@ -44,6 +44,7 @@ type Semaphore struct {
 	waiters *uint32 // processes' goroutines currently parked
 	hint    *uint32 // an entry last seen holding permits, for a Release that holds none
 	holders holders // what each process holds, to recover a dead one's permits
+	me      atomic.Pointer[semEntry]
 }
 
 // Block layout: the ledger's word, counter words, then the holder table.
@@ -176,6 +177,29 @@ func (s *Semaphore) settle(w uint64) {
 	if st == nil {
 		return // not an entry: a corrupt tag
 	}
+	settleAt(st, op, seq)
+}
+
+// settleMine settles w for a caller whose entry is me, and returns me's
+// state as of w: the word most often records the caller's own last change.
+// w must have been loaded before.
+func (s *Semaphore) settleMine(w uint64, me *semEntry) uint64 {
+	x := atomic.LoadUint64(me.st)
+	op, i, seq := tagParts(wordTag(w))
+	switch {
+	case op == opNone:
+	case i != me.i:
+		s.settle(w) // another entry's: me's state is final as it is
+	case stateSeq(x) == (seq-1)&tagSeqMask:
+		settleAt(me.st, op, seq)
+		x = atomic.LoadUint64(me.st)
+	}
+	return x
+}
+
+// settleAt applies change op, numbered seq, to the entry whose state word
+// is st, if it is not applied yet.
+func settleAt(st *uint64, op int, seq uint32) {
 	for {
 		x := atomic.LoadUint64(st)
 		if stateSeq(x) != (seq-1)&tagSeqMask {
@@ -220,6 +244,27 @@ func (s *Semaphore) change(w uint64, c uint32, op, i int, x uint64) bool {
 	return true
 }
 
+// semEntry is this process's entry of the holder table.
+type semEntry struct {
+	i  int
+	st *uint64
+}
+
+// mine returns this process's entry, or nil if it has none yet.
+func (s *Semaphore) mine() *semEntry {
+	if me := s.me.Load(); me != nil {
+		return me
+	}
+	i := int(s.holders.mine.Load()) - 1
+	if i < 0 {
+		return nil
+	}
+	_, st := s.holders.slot(i)
+	me := &semEntry{i, st}
+	s.me.Store(me)
+	return me
+}
+
 // Acquire takes a permit, blocking until one is available or ctx ends. It
 // returns nil, ctx.Err(), or an error wrapping ErrTooManyProcesses (see
 // Semaphore); a failed Acquire takes nothing.
@@ -240,12 +285,12 @@ func (s *Semaphore) TryAcquire() bool {
 }
 
 func (s *Semaphore) take() bool {
-	i := int(s.holders.mine.Load()) - 1
-	if i < 0 {
+	me := s.me.Load()
+	if me == nil {
 		if !s.own() {
 			return false
 		}
-		i = int(s.holders.mine.Load()) - 1
+		me = s.mine()
 	}
 	for {
 		w := atomic.LoadUint64(s.word)
@@ -253,8 +298,14 @@ func (s *Semaphore) take() bool {
 		if c == 0 {
 			return false
 		}
-		s.settle(w)
-		if s.change(w, c-1, opTake, i, s.state(i)) {
+		x := s.settleMine(w, me)
+		seq := (stateSeq(x) + 1) & tagSeqMask
+		semHook()
+		if atomic.CompareAndSwapUint64(s.word, w, mkWord(c-1, mkTag(opTake, me.i, seq))) {
+			// The entry is still x, unless a later change settled this
+			// one already: then the CAS fails, as it should.
+			semHook()
+			atomic.CompareAndSwapUint64(me.st, x, mkState(stateHeld(x)+1, seq))
 			s.h.loc.raceAcquire()
 			return true
 		}
@@ -314,7 +365,24 @@ func (s *Semaphore) Release() error {
 	s.check()
 	s.h.loc.raceRelease()
 	bound := atomic.LoadUint32(s.bound)
-	mine := int(s.holders.mine.Load()) - 1
+	me := s.me.Load()
+	if me == nil {
+		// This handle took nothing, but another handle of this process
+		// may have: the process has one entry, whichever handle made it.
+		if i := s.holders.find(self64()); i >= 0 {
+			s.holders.mine.Store(int32(i + 1))
+		}
+		me = s.mine()
+	}
+	if me != nil {
+		if done, err := s.releaseMine(bound, me); done {
+			return err
+		}
+	}
+	mine := -1
+	if me != nil {
+		mine = me.i
+	}
 	for {
 		w := atomic.LoadUint64(s.word)
 		c := wordCount(w)
@@ -344,6 +412,32 @@ func (s *Semaphore) Release() error {
 		wait.Wake(s.count, 1)
 	}
 	return nil
+}
+
+// releaseMine is Release's fast path, for a process that holds a permit:
+// it reports done false, having changed nothing, if the process holds none.
+func (s *Semaphore) releaseMine(bound uint32, me *semEntry) (done bool, err error) {
+	for {
+		w := atomic.LoadUint64(s.word)
+		c := wordCount(w)
+		if (bound != 0 && c >= bound) || c >= math.MaxInt32 {
+			return false, nil // the slow path says why
+		}
+		x := s.settleMine(w, me)
+		if stateHeld(x) == 0 {
+			return false, nil
+		}
+		seq := (stateSeq(x) + 1) & tagSeqMask
+		semHook()
+		if atomic.CompareAndSwapUint64(s.word, w, mkWord(c+1, mkTag(opGive, me.i, seq))) {
+			semHook()
+			atomic.CompareAndSwapUint64(me.st, x, mkState(stateHeld(x)-1, seq))
+			if atomic.LoadUint32(s.waiters) > 0 {
+				wait.Wake(s.count, 1)
+			}
+			return true, nil
+		}
+	}
 }
 
 // holderOther returns an entry holding a permit and its state, or -1 if no
@@ -444,6 +538,7 @@ func (s *Semaphore) UnmarshalBinary(data []byte) error {
 	s.h, s.word, s.count, s.bound, s.waiters, s.hint = o.h, o.word, o.count, o.bound, o.waiters, o.hint
 	s.holders.mine.Store(0)
 	s.holders.blocks.Store(nil)
+	s.me.Store(nil)
 	s.holders.init(h, semTableOff)
 	s.holders.keep = true
 	return nil

@@ -3,6 +3,7 @@ package mp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -289,3 +290,35 @@ func TestSemaphoreReleasedByAnotherProcess(t *testing.T) {
 func releaseOnce(s *mp.Semaphore) error { return s.Release() }
 
 func init() { mp.Register(releaseOnce) }
+
+// TestSemaphoreManyHolders: the permits of 80 holders killed at once all
+// come back (the holder table used to stop recording at 64 processes, and
+// the permits of the others were lost for good).
+func TestSemaphoreManyHolders(t *testing.T) {
+	const n = 80
+	dir := t.TempDir()
+	s := mp.Must(mp.NewSemaphore(n))
+	var ps []*mp.Process
+	for i := range n {
+		p := mp.NewProcess(holdPermits, s, 1, filepath.Join(dir, fmt.Sprint(i)))
+		p.Daemon = true
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	for i := range n {
+		awaitFile(t, filepath.Join(dir, fmt.Sprint(i)))
+	}
+	for _, p := range ps {
+		p.Kill()
+		join(t, p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range n {
+		if err := s.Acquire(ctx); err != nil {
+			t.Fatalf("acquire %d of the %d permits of the killed holders: %v", i, n, err)
+		}
+	}
+}

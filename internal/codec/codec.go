@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -142,7 +143,7 @@ func Marshal(v any) ([]byte, error) {
 	}
 	b := scratch.Get().(*bytes.Buffer)
 	b.Reset()
-	out, err := appendCBOR(b, v)
+	out, err := appendCBOR(context.Background(), b, v)
 	if err == nil {
 		out = bytes.Clone(out)
 	}
@@ -158,6 +159,12 @@ func Marshal(v any) ([]byte, error) {
 // bytes past len(dst) may have been overwritten) and an error as for
 // Marshal.
 func AppendMarshal(dst []byte, v any) ([]byte, error) {
+	return AppendMarshalContext(context.Background(), dst, v)
+}
+
+// AppendMarshalContext is AppendMarshal that gives up, returning ctx's
+// error, if ctx ends while it checks what v refers to.
+func AppendMarshalContext(ctx context.Context, dst []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case []byte:
 		return appendBytes(dst, x)
@@ -167,7 +174,7 @@ func AppendMarshal(dst []byte, v any) ([]byte, error) {
 	b := scratch.Get().(*bytes.Buffer)
 	// Point the pooled Buffer at dst so CBOR is encoded in place.
 	*b = *bytes.NewBuffer(dst)
-	out, err := appendCBOR(b, v)
+	out, err := appendCBOR(ctx, b, v)
 	*b = bytes.Buffer{}
 	scratch.Put(b)
 	if err != nil {
@@ -197,9 +204,9 @@ func appendString(dst []byte, s string) ([]byte, error) {
 
 // appendCBOR writes tagCBOR and the CBOR encoding of v to b and returns
 // b's contents.
-func appendCBOR(b *bytes.Buffer, v any) ([]byte, error) {
+func appendCBOR(ctx context.Context, b *bytes.Buffer, v any) ([]byte, error) {
 	start := b.Len()
-	if err := checkEncodable(reflect.ValueOf(v)); err != nil {
+	if err := checkEncodable(ctx, reflect.ValueOf(v)); err != nil {
 		return nil, err
 	}
 	b.WriteByte(tagCBOR)
@@ -452,7 +459,7 @@ func appendArg(b []byte, v reflect.Value) ([]byte, error) {
 	}
 	buf := bytes.NewBuffer(b)
 	// A CBOR item is self-delimiting, so it needs no length prefix.
-	return appendCBOR(buf, v.Interface())
+	return appendCBOR(context.Background(), buf, v.Interface())
 }
 
 // UnmarshalArgs decodes a message produced by MarshalArgs into new values of

@@ -1,8 +1,11 @@
 package codec
 
 import (
+	"context"
 	"encoding"
+	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"reflect"
 	"sync"
@@ -131,39 +134,209 @@ func isEmbeddedStruct(f reflect.StructField) bool {
 
 // checkEncodable returns an error wrapping ErrUnencodable if v nests
 // deeper than maxDepth, or through more than maxHops pointers and
-// interfaces in a row.
-func checkEncodable(v reflect.Value) error {
+// interfaces in a row, or refers to itself; or wrapping ErrTooLarge if its
+// encoding would certainly exceed MaxMessage (as values that share
+// pointers can: the encoder writes a shared value out again at every
+// reference to it). It takes time linear in the memory v reaches, however
+// much of it is shared, and returns ctx's error if ctx ends first (a nil
+// ctx never ends).
+func checkEncodable(ctx context.Context, v reflect.Value) error {
 	if !v.IsValid() {
 		return nil
 	}
 	if ti := infoOf(v.Type()); !ti.dynamic && ti.depth <= maxDepth {
 		return nil
 	}
-	if walk(v, 0, 0) {
-		return nil
+	w := walker{ctx: ctx}
+	r, err := w.walk(v, 0)
+	if err == nil && r.hops > maxHops {
+		err = errTooDeep
 	}
-	return fmt.Errorf("%w: %v: nested more than %d levels deep (cyclic data?)", ErrUnencodable, v.Type(), maxDepth)
+	switch {
+	case err == nil:
+		return nil
+	case err == errTooDeep:
+		return fmt.Errorf("%w: %v: nested more than %d levels deep (cyclic data?)", ErrUnencodable, v.Type(), maxDepth)
+	case err == errCycle:
+		return fmt.Errorf("%w: %v: cyclic data (it refers to itself)", ErrUnencodable, v.Type())
+	case err == errTooBig:
+		return fmt.Errorf("%w: %v: its encoding would exceed %d bytes (values shared by many references are written out at each)", ErrTooLarge, v.Type(), MaxMessage)
+	}
+	return fmt.Errorf("%w: %v: %w", ErrUnencodable, v.Type(), err)
 }
 
-// walk reports whether v, found inside depth containers and at the end of
-// hops pointers or interfaces, stays within the limits.
-func walk(v reflect.Value, depth, hops int) bool {
-	ti := infoOf(v.Type())
-	if !ti.dynamic && depth+ti.depth <= maxDepth {
-		return true
+var (
+	errTooDeep = errors.New("too deep")
+	errCycle   = errors.New("cycle")
+	errTooBig  = errors.New("too big")
+)
+
+// walker walks a value once per distinct pointer, map and slice it holds,
+// computing for each what it adds below itself: nesting, hops and a lower
+// bound on its encoding's size.
+type walker struct {
+	ctx   context.Context
+	steps int
+	// Values reached by reference, walked already (or being walked): the
+	// first few inline, so that checking a small value allocates nothing.
+	few  [8]memoEntry
+	nfew int
+	memo map[refKey]subtree
+}
+
+type memoEntry struct {
+	k refKey
+	r subtree
+}
+
+func (w *walker) lookup(k refKey) (subtree, bool) {
+	for i := range w.nfew {
+		if w.few[i].k == k {
+			return w.few[i].r, true
+		}
 	}
-	if _, ok := opaqueDepth(v.Type()); ok {
-		return true
+	r, ok := w.memo[k]
+	return r, ok
+}
+
+func (w *walker) store(k refKey, r subtree) {
+	for i := range w.nfew {
+		if w.few[i].k == k {
+			w.few[i].r = r
+			return
+		}
+	}
+	if w.nfew < len(w.few) {
+		w.few[w.nfew] = memoEntry{k, r}
+		w.nfew++
+		return
+	}
+	if w.memo == nil {
+		w.memo = make(map[refKey]subtree)
+	}
+	w.memo[k] = r
+}
+
+// refKey identifies a value reached by reference: what the pointer, map or
+// slice points at, its type, and a slice's length.
+type refKey struct {
+	p uintptr
+	t reflect.Type
+	n int
+}
+
+// subtree is what a value adds to the encoding of what holds it.
+type subtree struct {
+	depth int    // CBOR nesting levels, itself included
+	hops  int    // pointers and interfaces in a row from it to a container
+	size  uint64 // a lower bound on its encoding's bytes
+	busy  bool   // being walked: reaching it again is a cycle
+}
+
+// walk returns what v, found inside depth containers, adds below itself,
+// or an error if it breaks a limit.
+func (w *walker) walk(v reflect.Value, depth int) (subtree, error) {
+	if w.steps++; w.steps&4095 == 0 && w.ctx != nil {
+		if err := w.ctx.Err(); err != nil {
+			return subtree{}, err
+		}
+	}
+	ti := infoOf(v.Type())
+	if !ti.dynamic {
+		if depth+ti.depth > maxDepth {
+			return subtree{}, errTooDeep
+		}
+		return subtree{depth: ti.depth, size: w.staticSize(v)}, nil
+	}
+	if d, ok := opaqueDepth(v.Type()); ok {
+		return subtree{depth: d, size: 1}, nil
+	}
+	var key refKey
+	switch v.Kind() {
+	case reflect.Interface:
+		if v.IsNil() {
+			return subtree{size: 1}, nil
+		}
+		r, err := w.walk(v.Elem(), depth)
+		r.hops++
+		if r.hops > maxHops {
+			return r, errTooDeep
+		}
+		return r, err
+	case reflect.Pointer:
+		if v.IsNil() {
+			return subtree{size: 1}, nil
+		}
+		key = refKey{p: v.Pointer(), t: v.Type()}
+	case reflect.Map:
+		if v.IsNil() {
+			return subtree{size: 1}, nil
+		}
+		key = refKey{p: v.Pointer(), t: v.Type()}
+	case reflect.Slice:
+		if v.IsNil() || v.Len() == 0 {
+			return subtree{size: 1}, nil
+		}
+		key = refKey{p: v.Pointer(), t: v.Type(), n: v.Len()}
+	}
+	if key.t != nil {
+		if r, ok := w.lookup(key); ok {
+			if r.busy {
+				return r, errCycle
+			}
+			if depth+r.depth > maxDepth {
+				return r, errTooDeep
+			}
+			return r, nil
+		}
+		w.store(key, subtree{busy: true})
+	}
+	r, err := w.walkInside(v, depth)
+	if err != nil {
+		return r, err
+	}
+	if key.t != nil {
+		w.store(key, r)
+	}
+	return r, nil
+}
+
+// walkInside is walk of a value of a dynamic type, once: the children of
+// a pointer, struct, slice, array or map.
+func (w *walker) walkInside(v reflect.Value, depth int) (subtree, error) {
+	var r subtree
+	child := func(c reflect.Value, d int, embedded bool) error {
+		cr, err := w.walk(c, d)
+		if err != nil {
+			return err
+		}
+		if cr.hops > maxHops {
+			return errTooDeep
+		}
+		level := cr.depth + 1
+		size := cr.size
+		if embedded && cr.depth > 0 {
+			level-- // its fields are flattened into ours
+			size--  // and it has no header of its own
+		}
+		r.depth = max(r.depth, level)
+		r.size = addSize(r.size, size)
+		if r.size > MaxMessage {
+			return errTooBig
+		}
+		return nil
 	}
 	switch v.Kind() {
-	case reflect.Interface, reflect.Pointer:
-		if v.IsNil() {
-			return true
+	case reflect.Pointer:
+		r, err := w.walk(v.Elem(), depth)
+		r.hops++
+		if err == nil && r.hops > maxHops {
+			err = errTooDeep
 		}
-		return hops < maxHops && walk(v.Elem(), depth, hops+1)
+		return r, err
 	case reflect.Struct:
 		if depth >= maxDepth {
-			return false
+			return r, errTooDeep
 		}
 		t := v.Type()
 		for i := range t.NumField() {
@@ -175,36 +348,56 @@ func walk(v reflect.Value, depth, hops int) bool {
 			if isEmbeddedStruct(f) {
 				d = depth // it adds its own level when walked
 			}
-			if !walk(v.Field(i), d, 0) {
-				return false
+			if err := child(v.Field(i), d, d == depth); err != nil {
+				return r, err
 			}
 		}
 	case reflect.Slice, reflect.Array:
 		if depth >= maxDepth {
-			return false
-		}
-		if v.Type().Elem().Kind() == reflect.Uint8 {
-			return true
-		}
-		if ei := infoOf(v.Type().Elem()); !ei.dynamic && depth+1+ei.depth <= maxDepth {
-			return true // skip the per-element walk
+			return r, errTooDeep
 		}
 		for i := range v.Len() {
-			if !walk(v.Index(i), depth+1, 0) {
-				return false
+			if err := child(v.Index(i), depth+1, false); err != nil {
+				return r, err
 			}
 		}
 	case reflect.Map:
 		if depth >= maxDepth {
-			return false
+			return r, errTooDeep
 		}
 		for it := v.MapRange(); it.Next(); {
-			if !walk(it.Key(), depth+1, 0) || !walk(it.Value(), depth+1, 0) {
-				return false
+			if err := child(it.Key(), depth+1, false); err != nil {
+				return r, err
+			}
+			if err := child(it.Value(), depth+1, false); err != nil {
+				return r, err
 			}
 		}
+	default:
+		return subtree{size: 1}, nil
 	}
-	return true
+	r.depth = max(r.depth, 1)
+	r.size = addSize(r.size, 1) // the container's header
+	return r, nil
+}
+
+// staticSize is a lower bound on the encoding of v, of a type whose
+// nesting its type settles: one byte, or for a slice or array one per
+// element (which the encoder writes out even if they are all the same).
+func (w *walker) staticSize(v reflect.Value) uint64 {
+	switch v.Kind() {
+	case reflect.Slice, reflect.Array, reflect.String:
+		return 1 + uint64(v.Len())
+	}
+	return 1
+}
+
+// addSize adds sizes without overflow.
+func addSize(a, b uint64) uint64 {
+	if a+b < a {
+		return math.MaxUint64
+	}
+	return a + b
 }
 
 // describeUnsupported names t and, if the fault is inside it, where.

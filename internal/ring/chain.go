@@ -133,6 +133,22 @@ func (r *Ring) Offset() shm.Offset { return r.root.off }
 // growing ring, the most it grows to hold), or 0 for a ring without limit.
 func (r *Ring) Cap() int { return int(r.limit) }
 
+// SetLimit makes puts treat a ring made by New as full while the message
+// n places before the next one is not yet taken (queued, or being put, or
+// being taken), for 0 < n < Cap: a maxsize that is not a power of two. At
+// most n messages are then ever queued or being put. It reads only the
+// ring's cells, so it is as exact under SIGKILL as the ring itself: a
+// message being put by a process killed before it published counts until
+// the ring skips it, one being taken by a process killed until the ring
+// counts it lost. Every handle of the ring must be given the same limit
+// before it is used. It does nothing for a growing ring.
+func (r *Ring) SetLimit(n int) {
+	s := r.root
+	if n > 0 && uint64(n) < s.capacity && r.limit == s.capacity && atomic.LoadUint64(s.next) == 0 {
+		s.exact = uint64(n)
+	}
+}
+
 // Inline returns the longest message the ring stores inline.
 func (r *Ring) Inline() int { return r.root.inline }
 

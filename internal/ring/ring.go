@@ -113,6 +113,7 @@ type seg struct {
 	mask     uint64
 	inline   int
 	limit    uint64 // the ring's limit (0: unbounded), as in every segment's header
+	exact    uint64 // see Ring.SetLimit; 0 for capacity
 
 	me uint32 // owner tag of this process
 
@@ -293,6 +294,9 @@ func (r *seg) Len() int {
 	if t <= h {
 		return 0
 	}
+	if r.exact != 0 {
+		return int(min(t-h, r.exact))
+	}
 	return int(min(t-h, r.capacity))
 }
 
@@ -382,6 +386,22 @@ func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 		case d == 0 && owner == 0:
 			if atomic.LoadUint32(r.closed) != 0 {
 				return closed, 0, 0, nil
+			}
+			if r.exact != 0 && pos >= r.exact {
+				// Full unless the message that many places back has been
+				// taken: its cell has moved on to its next lap.
+				q := pos - r.exact
+				qst := atomic.LoadUint64(&r.cell(q).state)
+				if int32(uint32(qst)-uint32(q+r.capacity)) < 0 {
+					if t := atomic.LoadUint64(r.tail); t != pos {
+						pos = t
+						continue
+					}
+					if uint32(qst>>32) != 0 {
+						return busy, q, qst, nil
+					}
+					return full, 0, 0, nil
+				}
 			}
 			if !atomic.CompareAndSwapUint64(&c.state, st, mkState(seq, r.me)) {
 				pos = atomic.LoadUint64(r.tail)
@@ -875,6 +895,18 @@ const (
 )
 
 var testHook func(hookPoint)
+
+// SetTestHook installs f (nil removes it) to run at each of the ring's kill
+// points, numbered 1 (a WRITING cell claimed) to 6 (a dead process's cell
+// being recovered) as above, for the kill tests of packages built on the
+// ring. It must be called before the process uses a ring.
+func SetTestHook(f func(point int)) {
+	if f == nil {
+		testHook = nil
+		return
+	}
+	testHook = func(p hookPoint) { f(int(p)) }
+}
 
 func hook(p hookPoint) {
 	if testHook != nil {
