@@ -113,12 +113,18 @@ func init() {
 	refs.SetDestroy(uint8(kindQueue), func(t *refs.Table, b shm.Offset) {
 		returnDrained(t, b+qRing)
 		ring.DestroyFrom(t.Arena(), b+qRing)
+		freeHolderChain(t.Arena(), b+qHolders)
 	})
 	refs.SetDestroy(uint8(kindConn), func(t *refs.Table, b shm.Offset) {
 		for _, r := range []shm.Offset{b + pRecv0, b + pRecv1} {
 			returnDrained(t, r)
 			ring.DestroyFrom(t.Arena(), r)
 		}
+		freeHolderChain(t.Arena(), b+pHolders)
+		freeHolderChain(t.Arena(), b+pHolders+holdersSize)
+	})
+	refs.SetDestroy(uint8(kindSemaphore), func(t *refs.Table, b shm.Offset) {
+		freeHolderChain(t.Arena(), b+semTableOff)
 	})
 	refs.SetDestroy(uint8(kindDict), func(t *refs.Table, b shm.Offset) {
 		shmap.OpenMap(t.Arena(), b+dictMap).Destroy()

@@ -375,3 +375,33 @@ func (t *holders) total() int {
 	})
 	return n
 }
+
+// freeHolderChain frees the blocks that the holder table whose first
+// block is at first grew into, for the destroy of its primitive (see
+// close.go): the last block first, each through FreeFrom on the link that
+// names it, so that a process killed half way leaves a shorter chain that
+// a second call finishes. A link that names no block of a table's size
+// (damage) ends the chain there.
+func freeHolderChain(a *shm.Arena, first shm.Offset) {
+	for range holderMaxBlocks {
+		link := first + holderNext
+		next := shm.Offset(atomic.LoadUint64(a.Uint64(link)))
+		if next == 0 {
+			return
+		}
+		for range holderMaxBlocks {
+			if size, err := a.BlockSize(next); err != nil || size < holdersSize {
+				atomic.StoreUint64(a.Uint64(link), 0) // not ours: forget it
+				break
+			}
+			n := shm.Offset(atomic.LoadUint64(a.Uint64(next + holderNext)))
+			if n == 0 {
+				break
+			}
+			link, next = next+holderNext, n
+		}
+		if atomic.LoadUint64(a.Uint64(link)) != 0 {
+			a.FreeFrom(link)
+		}
+	}
+}

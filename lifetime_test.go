@@ -645,3 +645,55 @@ func TestSentPrimitiveOutlivesSender(t *testing.T) {
 	q, done, p, a, b, got, left = nil, nil, nil, nil, nil, carried{}, nil
 	checkBaseline(t, base, "after every sent primitive was received or dropped")
 }
+
+// takeAndGive holds a permit until go is set, so that all the children
+// hold one at once.
+func takeAndGive(sem *mp.Semaphore, holding *mp.Value[int32], goAhead *mp.Event) error {
+	ctx := context.Background()
+	if err := sem.Acquire(ctx); err != nil {
+		return err
+	}
+	holding.Add(1)
+	if err := goAhead.Wait(ctx); err != nil {
+		return err
+	}
+	return sem.Release()
+}
+
+func init() { mp.Register(takeAndGive) }
+
+// TestGrownHolderTablesAreFreed: a Semaphore that more processes have held
+// than its first holder table records grows the table; the growth goes
+// back with the Semaphore.
+func TestGrownHolderTablesAreFreed(t *testing.T) {
+	if !inOwnTree(t) {
+		return
+	}
+	ctx := context.Background()
+	base := baseline(t)
+	sem := mp.Must(mp.NewSemaphore(100))
+	holding := mp.Must(mp.NewValue[int32](0))
+	goAhead := mp.Must(mp.NewEvent())
+	var ps []*mp.Process
+	for i := 0; i < 80; i++ {
+		p := mp.NewProcess(takeAndGive, sem, holding, goAhead)
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	for holding.Load() < 80 {
+		time.Sleep(time.Millisecond) // a condition polled, not a guess
+	}
+	goAhead.Set()
+	for _, p := range ps {
+		if err := p.Join(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grown, _ := mp.ReadArenaStats()
+	sem.Close()
+	holding.Close()
+	goAhead.Close()
+	checkBaseline(t, base, fmt.Sprintf("after a Semaphore held by 80 processes (%d bytes while it lived)", grown.InUse-grown.Tables))
+}
