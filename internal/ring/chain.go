@@ -483,6 +483,19 @@ func (r *Ring) grow(s *seg) (*seg, error) {
 	return n, nil
 }
 
+// finishGrowth makes the segment after s that a process killed while it
+// was growing the ring left allocated but not made, if no live process is
+// at it, and reports whether it did. Consumers do it as well as producers:
+// after Close no producer would, and the messages queued after s would
+// never be reached.
+func (r *Ring) finishGrowth(s *seg) bool {
+	if g := atomic.LoadUint32(s.grow); g == 0 || g == s.me || ownerAlive(g) {
+		return false
+	}
+	n, err := r.grow(s)
+	return n != nil && err == nil
+}
+
 // TryGet takes the next message without blocking and returns it appended
 // to dst[:0]. It returns ErrEmpty if no message is ready, ErrClosed if the
 // ring is closed and drained, or an error wrapping ErrCorrupt.
@@ -501,6 +514,9 @@ func (r *Ring) TryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 		n, nerr := r.nextOf(s)
 		switch {
 		case nerr != nil && errors.Is(nerr, errNotReady):
+			if r.finishGrowth(s) {
+				continue
+			}
 			return nil, ErrEmpty
 		case nerr != nil:
 			return nil, nerr
@@ -578,6 +594,9 @@ func (r *Ring) Ready() bool {
 			return msg
 		}
 		n, err := r.nextOf(s)
+		if errors.Is(err, errNotReady) && r.finishGrowth(s) {
+			continue
+		}
 		if err != nil {
 			return !errors.Is(err, errNotReady) // a corrupt ring: Get reports it
 		}

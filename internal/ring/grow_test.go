@@ -285,3 +285,42 @@ func TestGrowKilled(t *testing.T) {
 		})
 	}
 }
+
+// TestGrowKilledThenClosed: a producer killed while it grows the ring, and
+// no producer after it to finish the growth: a consumer of the closed ring
+// finishes it, takes every message, then gets ErrClosed rather than
+// waiting forever.
+func TestGrowKilledThenClosed(t *testing.T) {
+	for _, point := range []hookPoint{hookGrowAlloc, hookGrowInit, hookGrowSeal} {
+		t.Run(fmt.Sprint(point), func(t *testing.T) {
+			a := newArena(t, 16<<20)
+			r := newGrowing(t, a, 0, DefaultInline)
+			c := start(t, a, "produce", fmt.Sprint(r.Offset(), 1, 0, 0, int(point), 1), false)
+			if !c.wait(t) {
+				t.Fatal("producer not killed")
+			}
+			r.Close()
+			ctx := timeout(t)
+			n := 0
+			for {
+				m, err := r.Get(ctx, nil)
+				if errors.Is(err, ErrClosed) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %d messages: %v", n, err)
+				}
+				if _, seq, err := checkMsg(m); err != nil || seq != uint64(n) {
+					t.Fatalf("message %d: seq %d, %v", n, seq, err)
+				}
+				n++
+			}
+			if n != FirstCapacity {
+				t.Fatalf("took %d messages, want the producer's %d", n, FirstCapacity)
+			}
+			if !r.Ready() {
+				t.Fatal("a closed, drained ring is not Ready")
+			}
+		})
+	}
+}
