@@ -96,6 +96,7 @@ type Arena struct {
 	// the others park cheaply. It also guards held and Close.
 	mu   sync.Mutex
 	held uint64 // lock word value while this process holds the lock
+	jn   uint64 // journal entries the present operation has written
 
 	fd       int
 	mem      []byte

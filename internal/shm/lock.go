@@ -65,6 +65,7 @@ func (a *Arena) lockCtx(ctx context.Context) error {
 		}
 	}
 	a.held = next
+	a.jn = 0
 	// A non-empty journal means the previous holder died inside an
 	// operation (or while rolling back another one), or that the length was
 	// scribbled over; undo or discard it before touching anything. Checking
@@ -233,10 +234,14 @@ func (a *Arena) set(off, v uint64) {
 	if old == v {
 		return
 	}
-	n := a.get(hdrJournalLen)
+	// The length is counted here, not read back from the arena: another
+	// process scribbling over it while we hold the lock must not make us
+	// write past the journal.
+	n := a.jn
 	if n >= journalCap {
 		panic("shm: allocator journal overflow") // a bug: see doc.go for the bound
 	}
+	a.jn = n + 1
 	tag := a.journalTag()
 	if n == 0 {
 		a.put(hdrJournalTag, tag)
@@ -260,6 +265,7 @@ const (
 
 // commit makes the journaled writes since the last commit permanent.
 func (a *Arena) commit() {
+	a.jn = 0
 	a.put(hdrJournalLen, 0)
 	a.put(hdrJournalTag, 0)
 	if crashHook != nil {
@@ -288,6 +294,9 @@ func (a *Arena) abort(err error) error {
 // error wrapping ErrCorrupt and changes nothing.
 func (a *Arena) rollback() error {
 	n := min(a.get(hdrJournalLen), journalCap)
+	if a.jn != 0 {
+		n = a.jn // our own operation's entries, whatever the length word says now
+	}
 	tag := a.get(hdrJournalTag)
 	m := uint64(0)
 	if tag != 0 {
@@ -305,6 +314,7 @@ func (a *Arena) rollback() error {
 		e := hdrJournal + 16*(i-1)
 		a.put(a.get(e)&entryOffMask, a.get(e+8))
 	}
+	a.jn = 0
 	a.put(hdrJournalLen, 0)
 	a.put(hdrJournalTag, 0)
 	return nil
