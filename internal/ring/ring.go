@@ -602,10 +602,13 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 			// Claimed by another consumer already (or head is stale). A
 			// cell of position pos has seq pos or pos+1; one a lap on
 			// only if head has moved on since it was read.
-			// Nor is it free for the next lap while head is still at pos:
-			// whoever takes or recovers a cell moves head on first.
+			// Nor is it more than free for the next lap while head is
+			// still at pos. Free for the next lap it may be: a dead
+			// producer's cell ahead of head is released that way by
+			// whoever recovers it (head cannot move past the messages
+			// before it), and the consumer that reaches it skips it.
 			if (uint32(d)+1)&uint32(r.mask) > 1 ||
-				((d >= int32(r.capacity) || (d == int32(r.capacity)-1 && owner == 0)) && atomic.LoadUint64(r.head) == pos) {
+				(d >= int32(r.capacity) && atomic.LoadUint64(r.head) == pos) {
 				return nil, done, 0, 0, r.corrupt("get", pos, st)
 			}
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
