@@ -112,6 +112,7 @@ func (h *handle) close() bool {
 	}
 	h.ref.cleanup.Stop()
 	release(handleRef{h.ref.id, h.off})
+	h.base = nil // see valid
 	return true
 }
 
@@ -182,11 +183,11 @@ func alloc(k kind, size int) (handle, error) {
 }
 
 func (h *handle) marshal() ([]byte, error) {
-	if h.base == nil {
-		return nil, fmt.Errorf("%w: zero value", ErrInvalidHandle)
-	}
 	if h.ref != nil && h.ref.closed.Load() {
 		return nil, fmt.Errorf("%w: %s", ErrClosed, h.kind)
+	}
+	if h.base == nil {
+		return nil, fmt.Errorf("%w: zero value", ErrInvalidHandle)
 	}
 	return encodeHandle(h.kind, arena.refs.Tree(), h.ref.id, h.off), nil
 }
@@ -242,12 +243,16 @@ func (h *handle) u32(i uintptr) *uint32 { return (*uint32)(unsafe.Add(h.base, i)
 func (h *handle) u64(i uintptr) *uint64 { return (*uint64)(unsafe.Add(h.base, i)) }
 
 // valid reports whether h was made by a New function or decoded, and
-// panics with an error wrapping ErrClosed if it was closed since.
+// panics with an error wrapping ErrClosed if it was closed since (close
+// clears base, so that the check of every call stays one load).
 func (h *handle) valid() bool {
+	if h.base != nil {
+		return true
+	}
 	if h.ref != nil && h.ref.closed.Load() {
 		panic(fmt.Errorf("%w: %s used after Close", ErrClosed, h.kind))
 	}
-	return h.base != nil
+	return false
 }
 
 // Must returns v, or panics if err is not nil, for constructors called

@@ -14,10 +14,10 @@ import (
 // "" if it can.
 func (h *handle) state() string {
 	switch {
-	case h.base == nil:
-		return "zero value"
 	case h.ref != nil && h.ref.closed.Load():
 		return "closed"
+	case h.base == nil:
+		return "zero value"
 	}
 	return ""
 }
