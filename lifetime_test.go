@@ -218,7 +218,11 @@ func freshTree(t *testing.T, name string, env ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(self, "-test.run=^"+name+"$", "-test.count=1")
+	args := []string{"-test.run=^" + name + "$", "-test.count=1"}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	cmd := exec.Command(self, args...)
 	// GORACE: a race build would otherwise sleep a second at exit.
 	cmd.Env = append(append(os.Environ(), env...), "GORACE=atexit_sleep_ms=0")
 	var stderr strings.Builder
