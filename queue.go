@@ -24,9 +24,11 @@ var (
 	// queue.Empty).
 	ErrEmpty = errors.New("mp: queue is empty")
 	// ErrClosed is returned by puts after Close, and by gets once the queue
-	// is closed and every item put before has been taken; and by every
-	// call on a pipe's Conn after its own Close.
-	ErrClosed = errors.New("mp: use of a closed queue or connection")
+	// is closed and every item put before has been taken; by every call on
+	// a pipe's Conn after its own Close; and, wrapped, by a call on a
+	// primitive after its Close (as a panic) and by the decoding of a handle
+	// whose primitive no process holds any more.
+	ErrClosed = errors.New("mp: closed")
 	// ErrTooLarge is returned by Put for an item whose encoding exceeds
 	// MaxMessage.
 	ErrTooLarge = errors.New("mp: item too large")

@@ -27,9 +27,9 @@ TryGet: mp: queue is empty
 empty: true
 Get with a 100ms deadline: context deadline exceeded
 put 6
-Put after Close: mp: use of a closed queue or connection
+Put after Close: mp: closed
 got 6
-drained, then: mp: use of a closed queue or connection
+drained, then: mp: closed
 `
 	if out != want {
 		t.Fatalf("output:\n%s\nwant:\n%s", out, want)
