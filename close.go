@@ -3,7 +3,6 @@ package mp
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"runtime"
 	"sort"
 	"strings"
@@ -170,53 +169,16 @@ func attachForChild(child uint64, args []any) {
 	}
 }
 
-// handlesIn returns the handles of the primitives found in vs: as values,
-// or inside structs (exported fields), slices, arrays, maps, pointers and
-// interfaces, to a bounded depth.
+// handlesIn returns the handles in use of the primitives found in vs (see
+// eachPrimitive).
 func handlesIn(vs []any) []*handle {
 	var out []*handle
-	seen := map[uintptr]bool{}
-	var walk func(v reflect.Value, depth int)
-	walk = func(v reflect.Value, depth int) {
-		if depth > 8 || !v.IsValid() {
-			return
-		}
-		switch v.Kind() {
-		case reflect.Pointer:
-			if v.IsNil() || seen[v.Pointer()] {
-				return
+	for _, v := range vs {
+		eachPrimitive(v, func(p primitive) {
+			if h := p.handleOf(); h.base != nil && h.ref != nil {
+				out = append(out, h)
 			}
-			seen[v.Pointer()] = true
-			if p, ok := v.Interface().(primitive); ok {
-				if h := p.handleOf(); h.base != nil && h.ref != nil {
-					out = append(out, h)
-				}
-				return
-			}
-			walk(v.Elem(), depth+1)
-		case reflect.Interface:
-			walk(v.Elem(), depth+1)
-		case reflect.Struct:
-			for i := range v.NumField() {
-				if v.Type().Field(i).IsExported() {
-					walk(v.Field(i), depth+1)
-				}
-			}
-		case reflect.Slice, reflect.Array:
-			if v.Type().Elem().Kind() == reflect.Uint8 {
-				return
-			}
-			for i := range min(v.Len(), 1024) {
-				walk(v.Index(i), depth+1)
-			}
-		case reflect.Map:
-			for it := v.MapRange(); it.Next(); {
-				walk(it.Value(), depth+1)
-			}
-		}
-	}
-	for _, x := range vs {
-		walk(reflect.ValueOf(x), 0)
+		})
 	}
 	return out
 }

@@ -430,53 +430,15 @@ func (c *Conn) handOver(child uint64) {
 	}
 }
 
-// connsIn returns the pipe ends found in vs: as values, or inside structs
-// (exported fields), slices, arrays, maps, pointers and interfaces, to a
-// bounded depth.
+// connsIn returns the pipe ends in use found in vs (see eachPrimitive).
 func connsIn(vs []any) []*Conn {
 	var out []*Conn
-	seen := map[uintptr]bool{}
-	var walk func(v reflect.Value, depth int)
-	walk = func(v reflect.Value, depth int) {
-		if depth > 8 || !v.IsValid() {
-			return
-		}
-		switch v.Kind() {
-		case reflect.Pointer:
-			if v.IsNil() || seen[v.Pointer()] {
-				return
+	for _, v := range vs {
+		eachPrimitive(v, func(p primitive) {
+			if c, ok := p.(*Conn); ok && c.h.valid() {
+				out = append(out, c)
 			}
-			seen[v.Pointer()] = true
-			if c, ok := v.Interface().(*Conn); ok {
-				if c.h.valid() {
-					out = append(out, c)
-				}
-				return
-			}
-			walk(v.Elem(), depth+1)
-		case reflect.Interface:
-			walk(v.Elem(), depth+1)
-		case reflect.Struct:
-			for i := range v.NumField() {
-				if v.Type().Field(i).IsExported() {
-					walk(v.Field(i), depth+1)
-				}
-			}
-		case reflect.Slice, reflect.Array:
-			if v.Type().Elem().Kind() == reflect.Uint8 {
-				return
-			}
-			for i := range min(v.Len(), 1024) {
-				walk(v.Index(i), depth+1)
-			}
-		case reflect.Map:
-			for it := v.MapRange(); it.Next(); {
-				walk(it.Value(), depth+1)
-			}
-		}
-	}
-	for _, x := range vs {
-		walk(reflect.ValueOf(x), 0)
+		})
 	}
 	return out
 }

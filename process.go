@@ -223,14 +223,16 @@ func (p *Process) Start() error {
 		return fmt.Errorf("mp: start %s: %w", p.Name, err)
 	}
 	// The child waits for its bootstrap frame before it decodes anything,
-	// so pipe ends among its arguments can be handed over, and the
-	// primitives among them counted as its, before it runs.
+	// so pipe ends among its arguments (and the fields of a Run type) can
+	// be handed over, and the primitives among them counted as its, before
+	// it runs.
 	if start, ok := proc.StartTime(c.Pid); ok {
 		child := uint64(uint32(c.Pid)) | uint64(uint32(start))<<32
-		for _, conn := range connsIn(p.args) {
+		travelling := append([]any{p.fn}, p.args...)
+		for _, conn := range connsIn(travelling) {
 			conn.handOver(child)
 		}
-		attachForChild(child, p.args)
+		attachForChild(child, travelling)
 	}
 	if err := spawn.WriteFrame(c.Ctl, boot); err != nil {
 		c.Kill()

@@ -157,12 +157,24 @@ func returnDrained(t *refs.Table, src shm.Offset) {
 	})
 }
 
-// primitivesIn returns the handles of every primitive in v, as the encoder
-// will see them: exported fields, elements, map keys and values, through
-// pointers and interfaces.
+// primitivesIn returns the handles of every primitive in v that is in use
+// (made or decoded, not closed), as the encoder will see them.
 func primitivesIn(v any) []*handle {
 	var out []*handle
-	var seen map[uintptr]bool // made on the first pointer: most items have none
+	eachPrimitive(v, func(p primitive) {
+		if h := p.handleOf(); h.ref != nil {
+			out = append(out, h)
+		}
+	})
+	return out
+}
+
+// eachPrimitive calls f for every primitive in v: as the encoder sees
+// them, in exported fields, elements, map keys and values, through
+// pointers and interfaces, each pointer once. Types that cannot hold a
+// primitive (see lends) are not looked into.
+func eachPrimitive(v any, f func(primitive)) {
+	var seen map[uintptr]bool // made on the first pointer: most values have none
 	var walk func(v reflect.Value, depth int)
 	walk = func(v reflect.Value, depth int) {
 		if !v.IsValid() || depth > 64 {
@@ -170,9 +182,7 @@ func primitivesIn(v any) []*handle {
 		}
 		if v.Kind() != reflect.Pointer && v.CanAddr() {
 			if p, ok := v.Addr().Interface().(primitive); ok {
-				if h := p.handleOf(); h.ref != nil {
-					out = append(out, h)
-				}
+				f(p)
 				return
 			}
 		}
@@ -186,9 +196,7 @@ func primitivesIn(v any) []*handle {
 			}
 			seen[v.Pointer()] = true
 			if p, ok := v.Interface().(primitive); ok {
-				if h := p.handleOf(); h.ref != nil {
-					out = append(out, h)
-				}
+				f(p)
 				return
 			}
 			walk(v.Elem(), depth+1)
@@ -218,5 +226,4 @@ func primitivesIn(v any) []*handle {
 		}
 	}
 	walk(reflect.ValueOf(v), 0)
-	return out
 }
