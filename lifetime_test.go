@@ -701,3 +701,43 @@ func TestGrownHolderTablesAreFreed(t *testing.T) {
 	goAhead.Close()
 	checkBaseline(t, base, fmt.Sprintf("after a Semaphore held by 80 processes (%d bytes while it lived)", grown.InUse-grown.Tables))
 }
+
+// TestFailedNewGivesBlockBack: a queue or pipe whose ring cannot be made
+// gives its block back through its reference; freeing the block behind the
+// reference's back let the reference free it again later, under whatever
+// primitive had the memory by then.
+func TestFailedNewGivesBlockBack(t *testing.T) {
+	if !inOwnTree(t, "MULTIPROC_ARENA_SIZE=1M") {
+		return
+	}
+	each(t)()
+	base := baseline(t)
+	if _, err := mp.NewQueue[int](1 << 20); !errors.Is(err, mp.ErrNoSpace) {
+		t.Fatalf("a queue of a million items in a 1 MiB arena: %v", err)
+	}
+	var locks []*mp.Lock
+	for i := 0; i < 200; i++ {
+		locks = append(locks, mp.Must(mp.NewLock()))
+	}
+	// Let the failed queue's handle be collected, then make more Locks,
+	// which take whatever memory was freed meanwhile: no two may share it.
+	for i := 0; i < 10; i++ {
+		runtime.GC()
+		mp.ReadArenaStats()
+	}
+	for i := 0; i < 200; i++ {
+		locks = append(locks, mp.Must(mp.NewLock()))
+	}
+	withLocks, _ := mp.ReadArenaStats()
+	for i, l := range locks {
+		if !l.TryAcquire() {
+			t.Fatalf("Lock %d of %d was already held: it shares memory with another", i, len(locks))
+		}
+	}
+	for _, l := range locks {
+		l.Release()
+		l.Close()
+	}
+	checkBaseline(t, base, fmt.Sprintf("after a failed NewQueue and 200 Locks (%d primitives, %d bytes while they lived)",
+		withLocks.Objects, withLocks.InUse-withLocks.Tables))
+}

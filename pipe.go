@@ -12,6 +12,7 @@ import (
 	"github.com/multiproc/mp/internal/codec"
 	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/ring"
+	"github.com/multiproc/mp/internal/shm"
 )
 
 // PipeSize is how many messages a pipe holds in each direction before Send
@@ -88,18 +89,18 @@ func Pipe(duplex bool) (*Conn, *Conn, error) {
 		return nil, nil, err
 	}
 	a, _ := treeArena()
-	r0, err := ring.NewGrowing(a, PipeSize, ring.DefaultInline)
+	newRing := func() (shm.Offset, error) { return ring.NewGrowing(a, PipeSize, ring.DefaultInline) }
+	r0, err := retryNoSpace(newRing)
 	if err != nil {
-		a.Free(h.off)
-		return nil, nil, fmt.Errorf("mp: Pipe: %w", err)
+		h.close() // the block goes back through its reference, like any other
+		return nil, nil, fmt.Errorf("mp: Pipe: %w", noSpace(err))
 	}
 	atomic.StoreUint64(h.u64(pRecv0), uint64(r0))
 	if duplex {
-		r1, err := ring.NewGrowing(a, PipeSize, ring.DefaultInline)
+		r1, err := retryNoSpace(newRing)
 		if err != nil {
-			a.Free(r0)
-			a.Free(h.off)
-			return nil, nil, fmt.Errorf("mp: Pipe: %w", err)
+			h.close() // and the first ring with it (see the Conn's destroy)
+			return nil, nil, fmt.Errorf("mp: Pipe: %w", noSpace(err))
 		}
 		atomic.StoreUint64(h.u64(pRecv1), uint64(r1))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/multiproc/mp/internal/codec"
 	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/ring"
+	"github.com/multiproc/mp/internal/shm"
 )
 
 // Errors of queues.
@@ -140,15 +141,15 @@ func newQueue[T any](maxsize int, flags uint32) (*Queue[T], error) {
 		return nil, err
 	}
 	a, _ := treeArena()
-	off := shmOffset(0)
-	if maxsize <= 0 {
-		off, err = ring.NewGrowing(a, 0, ring.DefaultInline)
-	} else {
-		off, err = ring.New(a, maxsize)
-	}
+	off, err := retryNoSpace(func() (shm.Offset, error) {
+		if maxsize <= 0 {
+			return ring.NewGrowing(a, 0, ring.DefaultInline)
+		}
+		return ring.New(a, maxsize)
+	})
 	if err != nil {
-		a.Free(h.off)
-		return nil, fmt.Errorf("mp: NewQueue: %w", err)
+		h.close() // the block goes back through its reference, like any other
+		return nil, fmt.Errorf("mp: NewQueue: %w", noSpace(err))
 	}
 	atomic.StoreUint64(h.u64(qRing), uint64(off))
 	atomic.StoreUint32(h.u32(qMax), uint32(max(maxsize, 0)))
