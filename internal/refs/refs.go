@@ -488,6 +488,12 @@ func (t *Table) Arena() *shm.Arena { return t.a }
 // with ReleaseContained when it is destroyed, and dst holds id's word (see
 // Contained), both in one step.
 func (t *Table) Contain(id ID, kind uint8, block, dst shm.Offset) error {
+	return t.addRef(id, kind, block, dst)
+}
+
+// addRef adds to id a reference that no ledger accounts for, and, unless
+// dst is 0, records id's word at dst in the same step (dst must be clear).
+func (t *Table) addRef(id ID, kind uint8, block, dst shm.Offset) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, err := t.entry(id.Index, false)
@@ -498,11 +504,13 @@ func (t *Table) Contain(id ID, kind uint8, block, dst shm.Offset) error {
 		if err := check(x, e, id, kind, block); err != nil {
 			return err
 		}
-		if x.Load(dst) != 0 {
-			return fmt.Errorf("refs: Contain: word %#x in use", uint64(dst))
+		if dst != 0 {
+			if x.Load(dst) != 0 {
+				return fmt.Errorf("refs: Contain: word %#x in use", uint64(dst))
+			}
+			x.Store(dst, id.word())
 		}
 		x.Store(e+eCount, x.Load(e+eCount)+1)
-		x.Store(dst, id.word())
 		return nil
 	})
 }
@@ -518,26 +526,8 @@ func (t *Table) Contained(dst shm.Offset) (ID, bool) {
 // clears dst in the same step; it does nothing if dst is clear. It is for
 // destroy functions, which run with the table locked.
 func (t *Table) ReleaseContained(dst shm.Offset) {
-	w := t.load(dst)
-	if w == 0 {
-		return
-	}
-	id := idOf(w)
-	e, err := t.entry(id.Index, false)
-	if err != nil {
-		return
-	}
-	dying := false
-	t.a.Update(func(x *shm.Txn) error {
-		if x.Load(dst) != w {
-			return nil
-		}
-		x.Store(dst, 0)
-		dying = drop(x, t.root, e, id, t.self)
-		return nil
-	})
-	if dying {
-		t.finishLocked(id.Index, e)
+	if w := t.load(dst); w != 0 {
+		t.dropRef(idOf(w), dst)
 	}
 }
 
@@ -548,19 +538,7 @@ func (t *Table) ReleaseContained(dst shm.Offset) {
 // disposes of the message (see ReturnLocked); one in a message lost to a
 // kill in the middle of a send or a receive keeps its object alive.
 func (t *Table) Lend(id ID, kind uint8, block shm.Offset) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, err := t.entry(id.Index, false)
-	if err != nil {
-		return err
-	}
-	return t.a.Update(func(x *shm.Txn) error {
-		if err := check(x, e, id, kind, block); err != nil {
-			return err
-		}
-		x.Store(e+eCount, x.Load(e+eCount)+1)
-		return nil
-	})
+	return t.addRef(id, kind, block, 0)
 }
 
 // Return gives back a reference made by Lend; the last reference frees
@@ -573,13 +551,24 @@ func (t *Table) Return(id ID) {
 
 // ReturnLocked is Return for destroy functions, which run with the table
 // locked.
-func (t *Table) ReturnLocked(id ID) {
+func (t *Table) ReturnLocked(id ID) { t.dropRef(id, 0) }
+
+// dropRef gives back a reference that no ledger accounts for, with the
+// table locked, clearing dst (which must hold id's word) in the same step
+// unless dst is 0; the last reference frees the object.
+func (t *Table) dropRef(id ID, dst shm.Offset) {
 	e, err := t.entry(id.Index, false)
 	if err != nil {
 		return
 	}
 	dying := false
 	t.a.Update(func(x *shm.Txn) error {
+		if dst != 0 {
+			if x.Load(dst) != id.word() {
+				return nil // given back already
+			}
+			x.Store(dst, 0)
+		}
 		dying = drop(x, t.root, e, id, t.self)
 		return nil
 	})
