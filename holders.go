@@ -309,20 +309,6 @@ func (t *holders) grow() bool {
 	return true
 }
 
-// release frees the blocks the chain grew, for the owner's free: only
-// when no process uses the primitive any more.
-func (t *holders) release(a *shm.Arena) {
-	bs := t.chain(holderMaxBlocks)
-	// The last link first, so that a process killed half way leaves a
-	// shorter chain, never a dangling one.
-	for i := len(bs) - 1; i > 0; i-- {
-		if a.FreeFrom(bs[i-1].off+holderNext) != nil {
-			break
-		}
-	}
-	t.blocks.Store(nil)
-}
-
 // idAlive reports whether the process id (pid | start32<<32) is alive.
 func idAlive(id uint64) bool {
 	return proc.AliveStart32(int(uint32(id)), uint32(id>>32))
