@@ -29,7 +29,7 @@ func ExampleApplyAsync() {
 	pool := mp.Must(mp.NewPool(2))
 	var got []int // callbacks run one at a time, in the parent
 	for x := 1; x <= 5; x++ {
-		mp.ApplyAsync[int](pool, cubed, []any{x}, mp.Callback(func(c int) { got = append(got, c) }))
+		mp.ApplyAsync[int](pool, cubed, []any{x}, mp.WithCallback(func(c int) { got = append(got, c) }))
 	}
 	pool.Close()
 	if err := pool.Join(ctx); err != nil {

@@ -245,10 +245,10 @@ func (p *Pool) Close() {
 // whole process trees, fails every unfinished task with
 // ErrPoolTerminated, and waits for the workers to be gone. A thread pool's
 // goroutines cannot be killed: their tasks fail at once, and the
-// goroutines end when their functions return. Called from a Callback or
-// ErrorCallback, Terminate does not wait for the callbacks queued behind
-// the calling one: they run after it returns, with the tasks' outcomes
-// (ErrPoolTerminated for those it failed).
+// goroutines end when their functions return. Called from a callback
+// (WithCallback, WithErrorCallback), Terminate does not wait for the
+// callbacks queued behind the calling one: they run after it returns,
+// with the tasks' outcomes (ErrPoolTerminated for those it failed).
 func (p *Pool) Terminate() {
 	p.mu.Lock()
 	q := p.terminateLocked()
@@ -285,8 +285,8 @@ func (p *Pool) terminateLocked() []*job {
 // returns an error wrapping ErrBadArguments if the pool is neither closed
 // nor terminated (as Python raises ValueError), or ctx.Err(); once the
 // pool is done, it returns nil even if ctx has ended too. Called from a
-// Callback or ErrorCallback, Join waits for the workers only: the
-// callbacks queued behind the calling one run after it returns.
+// callback (WithCallback, WithErrorCallback), Join waits for the workers
+// only: the callbacks queued behind the calling one run after it returns.
 func (p *Pool) Join(ctx context.Context) error {
 	p.mu.Lock()
 	closed := p.closed

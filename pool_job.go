@@ -22,7 +22,7 @@ type job struct {
 	vals        [][]reflect.Value // thread pools: each call's arguments
 	ctx         context.Context   // nil: none
 	retries     int
-	skip        *atomic.Bool // set when the job is no longer wanted (FailFast)
+	skip        *atomic.Bool // set when the job is no longer wanted (WithFailFast)
 	finish      func([]result)
 	finishBatch func(vals []byte, fails []failure) // batched jobs only
 	done        atomic.Bool
@@ -100,7 +100,7 @@ func (j *job) expired() error {
 // goexitMessage is the error of a call that called runtime.Goexit.
 const goexitMessage = "mp: the function called runtime.Goexit (as t.FailNow and t.Fatal do) instead of returning"
 
-var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (FailFast)", context.Canceled)
+var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (WithFailFast)", context.Canceled)
 
 // TaskError is the failure of a task run by a pool: the error it returned,
 // or the panic it raised, in the worker. The message and, for a panic, the
