@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,4 +172,3 @@ func TestCallOptionsRefused(t *testing.T) {
 	}
 	closeAndJoin(t, p)
 }
-
