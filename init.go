@@ -111,7 +111,9 @@ func runChild(inh spawn.Inherited) {
 	if cerr != nil {
 		code = 1
 		out = outcome{Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack, Limit: limitOf(cerr.err)}
-		if b.Isolated {
+		if !b.Isolated {
+			out.Errs = encodeError(cerr.err)
+		} else {
 			out = *out.sanitized() // what the parent would keep, within what it reads
 		}
 	}

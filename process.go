@@ -151,7 +151,8 @@ type outcome struct {
 	Message  string
 	Panicked bool
 	Stack    string
-	Limit    string // the limit the child's error shows it hit (see Limits)
+	Limit    string    // the limit the child's error shows it hit (see Limits)
+	Errs     errorWire // what travels of the error besides its message
 }
 
 // sanitized trims what an isolated child reported to what the parent
@@ -341,6 +342,7 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error, limit string
 		pe := &ProcessError{Name: p.Name, Pid: p.child.Pid, ExitCode: st.Code}
 		if out != nil {
 			pe.Message, pe.Panicked, pe.Stack = out.Message, out.Panicked, out.Stack
+			pe.errs = out.Errs.decode()
 		}
 		p.err = pe
 		if limit != "" {

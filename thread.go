@@ -97,7 +97,11 @@ func (t *Thread) Start() error {
 func (t *Thread) finish(cerr *callError) {
 	t.mu.Lock()
 	if cerr != nil {
-		t.err = &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
+		pe := &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
+		if cerr.err != nil {
+			pe.errs = []error{cerr.err}
+		}
+		t.err = pe
 	}
 	if t.cancel != nil {
 		t.cancel()
