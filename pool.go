@@ -60,6 +60,12 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // the pool's task timeout, has its worker killed and replaced, and fails
 // with the context's error.
 //
+// A task's returned error or panic is not printed: it goes to the caller
+// (as Python's pools return a task's exception), a panic with the worker's
+// stack in TaskError.Stack. Only a worker's own failure, such as that of
+// its initializer, is printed on its stderr, as a Process's is (see
+// Process.QuietErrors).
+//
 // A process pool's tasks may start processes and pools of their own
 // (Python's daemonic workers may not); those die with the worker if it is
 // killed or dies. A task should join or terminate what it started: a

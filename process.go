@@ -103,6 +103,13 @@ type Process struct {
 	// Limits bound an isolated child's resources, applied before the
 	// program's own packages initialise in it. They require Isolated.
 	Limits Limits
+	// QuietErrors stops the child from printing its function's failure on
+	// its standard error. By default, as Python prints a child's
+	// traceback, a child whose function returns an error, panics or calls
+	// runtime.Goexit prints "Process <Name>:" and the error, or the panic
+	// with the goroutine's stack, before it exits; Join returns the same
+	// failure either way. Set it before Start.
+	QuietErrors bool
 
 	fn       any
 	args     []any
@@ -142,6 +149,7 @@ type bootstrap struct {
 	Name     string
 	Daemon   bool
 	Isolated bool
+	Quiet    bool
 	Identity []int
 	Parent   ProcessInfo
 }
@@ -283,6 +291,7 @@ func (p *Process) bootstrap() ([]byte, error) {
 		Name:     p.Name,
 		Daemon:   p.Daemon,
 		Isolated: p.Isolated,
+		Quiet:    p.QuietErrors,
 		Identity: p.identity,
 		Parent:   self.info,
 	}
