@@ -66,7 +66,6 @@ var (
 // that does not import this module and reads os.Args in its init may run
 // before, and see the title).
 //
-//
 // No descendant of a process of the tree outlives the tree. Every process
 // that starts children is a child subreaper (orphans below it stay below
 // it), and each child runs in a process group of its own and, where the
