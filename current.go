@@ -77,3 +77,67 @@ func defaultName(kind string, identity []int) string {
 	}
 	return kind + "-" + strings.Join(parts, ":")
 }
+
+// ThreadInfo describes a thread of execution of this process, as Python's
+// threading.current_thread() does: a Thread, a goroutine of a thread pool,
+// or the main thread.
+type ThreadInfo struct {
+	// Name is the Thread's Name, "ThreadPoolWorker-N" for the N-th
+	// goroutine of a thread pool, or "MainThread".
+	Name string
+	// Ident identifies the goroutine among those running now (Python's
+	// ident): the main goroutine's is 1. A finished thread's may be reused.
+	Ident uint64
+	// Daemon is the Thread's Daemon field.
+	Daemon bool
+}
+
+// mainThread is what CurrentThread returns outside any Thread.
+var mainThread = ThreadInfo{Name: "MainThread", Ident: 1}
+
+// threads maps the goroutines running Threads and thread pools' tasks to
+// their descriptions.
+var threads struct {
+	sync.RWMutex
+	byGoroutine map[uint64]ThreadInfo
+}
+
+// CurrentThread describes the calling thread, like Python's
+// threading.current_thread(): called from a Thread's function or a thread
+// pool's task, that Thread or the pool's goroutine; called anywhere else
+// (main, or a goroutine the program started itself), the main thread, as
+// Python answers outside the threads it started. It is safe to call from
+// any goroutine.
+func CurrentThread() ThreadInfo {
+	threads.RLock()
+	empty := len(threads.byGoroutine) == 0
+	threads.RUnlock()
+	if empty {
+		return mainThread
+	}
+	id := goid()
+	threads.RLock()
+	info, ok := threads.byGoroutine[id]
+	threads.RUnlock()
+	if !ok {
+		return mainThread
+	}
+	return info
+}
+
+// enterThread records that the calling goroutine runs the thread info
+// (whose Ident it fills in), until the returned function is called.
+func enterThread(info ThreadInfo) (leave func()) {
+	info.Ident = goid()
+	threads.Lock()
+	if threads.byGoroutine == nil {
+		threads.byGoroutine = make(map[uint64]ThreadInfo)
+	}
+	threads.byGoroutine[info.Ident] = info
+	threads.Unlock()
+	return func() {
+		threads.Lock()
+		delete(threads.byGoroutine, info.Ident)
+		threads.Unlock()
+	}
+}

@@ -76,9 +76,12 @@ func (t *Thread) Start() error {
 	self.mu.Lock()
 	self.threads[t] = struct{}{}
 	self.mu.Unlock()
+	info := ThreadInfo{Name: t.Name, Daemon: t.Daemon}
 	go func() {
 		var cerr *callError
 		returned := false
+		leave := enterThread(info)
+		defer leave()
 		defer func() {
 			if !returned {
 				// runtime.Goexit (t.FailNow does): the goroutine ends
