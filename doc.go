@@ -87,5 +87,18 @@
 // Errors wrap the sentinel values of this package (ErrNotRegistered,
 // ErrBadArguments, ErrUnencodable, ...) for errors.Is, and a failed child is
 // a *ProcessError for errors.As, carrying its exit code, its error message
-// and, after a panic, its stack.
+// and, after a panic, its stack; a failed pool task is a *TaskError. Both
+// unwrap to what travelled of the child's error: the sentinels given to
+// RegisterError that it matched, for errors.Is, and the values of types
+// given to RegisterErrorType in its chain, fields intact, for errors.As.
+// A child whose function fails also prints it on its stderr, as Python
+// prints a child's traceback (Process.QuietErrors turns that off); a pool
+// task's failure is only returned.
+//
+// # Options
+//
+// Options are named With...: WithInitializer, WithTaskTimeout and the
+// other PoolOptions configure a pool; WithChunkSize, WithFailFast,
+// WithProgress, WithCallback and WithErrorCallback, the CallOptions,
+// configure one call of a pool; WithLock configures a shared value.
 package mp
