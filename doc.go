@@ -40,6 +40,22 @@
 // Thread has the same methods as Process and runs its function in a
 // goroutine, sharing memory with its caller, as Python's threading.Thread.
 //
+// # Pools
+//
+// A Pool runs functions in worker processes (NewPool) or goroutines
+// (NewThreadPool) through generic calls, since methods cannot have type
+// parameters: Apply, ApplyAsync, Map, MapAsync, Starmap, StarmapAsync,
+// Imap and ImapUnordered. Apply takes a call's arguments one by one, as
+// NewProcess and NewThread do; ApplyAsync takes them as one slice, as
+// Python's apply_async(func, args) takes a tuple, because its options
+// (WithCallback, WithErrorCallback) follow them and Go allows nothing
+// after variadic arguments; Starmap and StarmapAsync take one slice per
+// call:
+//
+//	n, err := mp.Apply[int](ctx, pool, add, 2, 3)
+//	r := mp.ApplyAsync[int](pool, add, []any{2, 3}, mp.WithCallback(func(n int) { ... }))
+//	sums, err := mp.Starmap[int](ctx, pool, add, [][]any{{2, 3}, {4, 5}})
+//
 // # Lifetimes
 //
 // No process started by this package outlives its parent. A child is killed

@@ -144,7 +144,8 @@ func (a *AsyncResult[R]) Cancel() {
 }
 
 // Apply runs fn(args...) in a worker of p and waits for its result
-// (Python's apply). If ctx ends before the task has run, it does not run;
+// (Python's apply). It takes no options, so its arguments come one by one;
+// ApplyAsync, which takes options after them, takes them as a slice. If ctx ends before the task has run, it does not run;
 // if it ends while the task runs, the worker is killed and replaced; either
 // way Apply returns ctx.Err(). Other errors are those of AsyncResult.Get,
 // plus ErrPoolClosed, ErrPoolBroken, ErrNotRegistered, ErrBadArguments for
