@@ -85,10 +85,11 @@ type ThreadInfo struct {
 	// Name is the Thread's Name, "ThreadPoolWorker-N" for the N-th
 	// goroutine of a thread pool, or "MainThread".
 	Name string
-	// Ident identifies the goroutine among those running now (Python's
-	// ident): the main goroutine's is 1. A finished thread's may be reused.
+	// Ident identifies the goroutine that runs the thread (Python's
+	// ident); the main goroutine's is 1.
 	Ident uint64
-	// Daemon is the Thread's Daemon field.
+	// Daemon is the Thread's Daemon field; true for a thread pool's
+	// goroutines (as Python's are), false for MainThread.
 	Daemon bool
 }
 
