@@ -96,9 +96,9 @@ type ThreadInfo struct {
 // mainThread is what CurrentThread returns outside any Thread.
 var mainThread = ThreadInfo{Name: "MainThread", Ident: 1}
 
-// threads maps the goroutines running Threads and thread pools' tasks to
+// runningThreads maps the goroutines running Threads and thread pools' tasks to
 // their descriptions.
-var threads struct {
+var runningThreads struct {
 	sync.RWMutex
 	byGoroutine map[uint64]ThreadInfo
 }
@@ -110,16 +110,16 @@ var threads struct {
 // Python answers outside the threads it started. It is safe to call from
 // any goroutine.
 func CurrentThread() ThreadInfo {
-	threads.RLock()
-	empty := len(threads.byGoroutine) == 0
-	threads.RUnlock()
+	runningThreads.RLock()
+	empty := len(runningThreads.byGoroutine) == 0
+	runningThreads.RUnlock()
 	if empty {
 		return mainThread
 	}
 	id := goid()
-	threads.RLock()
-	info, ok := threads.byGoroutine[id]
-	threads.RUnlock()
+	runningThreads.RLock()
+	info, ok := runningThreads.byGoroutine[id]
+	runningThreads.RUnlock()
 	if !ok {
 		return mainThread
 	}
@@ -130,15 +130,15 @@ func CurrentThread() ThreadInfo {
 // (whose Ident it fills in), until the returned function is called.
 func enterThread(info ThreadInfo) (leave func()) {
 	info.Ident = goid()
-	threads.Lock()
-	if threads.byGoroutine == nil {
-		threads.byGoroutine = make(map[uint64]ThreadInfo)
+	runningThreads.Lock()
+	if runningThreads.byGoroutine == nil {
+		runningThreads.byGoroutine = make(map[uint64]ThreadInfo)
 	}
-	threads.byGoroutine[info.Ident] = info
-	threads.Unlock()
+	runningThreads.byGoroutine[info.Ident] = info
+	runningThreads.Unlock()
 	return func() {
-		threads.Lock()
-		delete(threads.byGoroutine, info.Ident)
-		threads.Unlock()
+		runningThreads.Lock()
+		delete(runningThreads.byGoroutine, info.Ident)
+		runningThreads.Unlock()
 	}
 }
