@@ -154,3 +154,21 @@ func TestRegisterErrorTypeAcrossProcess(t *testing.T) {
 		checkTyped(t, kind, err)
 	}
 }
+
+// TestRegisterErrorTypeRefusesWhatCannotTravel: an interface or unnamed
+// type is a programming error, found at start-up.
+func TestRegisterErrorTypeRefusesWhatCannotTravel(t *testing.T) {
+	for name, register := range map[string]func(){
+		"interface": mp.RegisterErrorType[error],
+		"unnamed":   mp.RegisterErrorType[*struct{ error }],
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("RegisterErrorType of an %s type did not panic", name)
+				}
+			}()
+			register()
+		}()
+	}
+}
