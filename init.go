@@ -69,6 +69,8 @@ func runChild(inh spawn.Inherited) {
 			childFatal(ctl, "attach arena: %v", err)
 		}
 		arena.a = a
+	} else {
+		isolatedFiles = inh.Extra
 	}
 	parent := b.Parent
 	self.info = ProcessInfo{Name: b.Name, Pid: os.Getpid(), Daemon: b.Daemon}

@@ -61,6 +61,8 @@ type LimitError struct {
 	Limit   string // "memory", "CPU time", "open files" or "processes"
 	Value   uint64 // the limit: bytes, seconds, descriptors or processes
 	Process *ProcessError
+
+	task error // a pool's task: its *TaskError
 }
 
 var limitErrs = map[string]error{
@@ -76,7 +78,14 @@ func (e *LimitError) Error() string {
 }
 
 // Unwrap returns the limit's error and the *ProcessError.
-func (e *LimitError) Unwrap() []error { return []error{limitErrs[e.Limit], e.Process} }
+// For a pool's task (see WithIsolatedWorkers), the Process is its worker,
+// and the task's *TaskError comes third.
+func (e *LimitError) Unwrap() []error {
+	if e.task != nil {
+		return []error{limitErrs[e.Limit], e.Process, e.task}
+	}
+	return []error{limitErrs[e.Limit], e.Process}
+}
 
 func (l Limits) check() error {
 	if l.Memory > 1<<62 || l.CPUTime < 0 || l.OpenFiles < 0 || l.Processes < 0 {

@@ -114,6 +114,8 @@ type poolConfig struct {
 	retries  int
 	maxRSS   int64 // bytes; 0: no limit
 	window   int   // tasks a worker process is given at a time
+	isolated bool  // WithIsolatedWorkers
+	limits   Limits
 }
 
 // PoolOption configures a pool made by NewPool or NewThreadPool.
@@ -223,6 +225,11 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	}
 	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 || cfg.maxRSS < 0 {
 		return nil, fmt.Errorf("%w: negative pool option", ErrBadArguments)
+	}
+	if cfg.isolated {
+		if err := cfg.checkIsolated(threads); err != nil {
+			return nil, err
+		}
 	}
 	if !threads && !initialized.Load() {
 		return nil, ErrNotInitialized

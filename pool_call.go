@@ -296,6 +296,11 @@ func (p *Pool) addCall(j *job, args []any) error {
 		j.vals = append(j.vals, vals)
 		return nil
 	}
+	if p.cfg.isolated {
+		if k := sharedIn(args...); k != "" {
+			return describeIsolated(j.fn.short(), k)
+		}
+	}
 	// Each call is its argument count, then its encoded arguments with a
 	// length prefix, straight into the job's part of the task frame.
 	mark := len(j.body)
@@ -572,7 +577,7 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 		if ctx.Done() != nil {
 			j.ctx = ctx
 		}
-		if batched {
+		if batched && !(p.cfg.isolated && in.holdsPrimitive(start, end)) {
 			// Sized after the chunks before, the buffer need not grow
 			// (and copy) its way up to a chunk's size.
 			b, err := in.encode(make([]byte, 0, encoded/max(encodedItems, 1)*(end-start)*9/8+64), start, end)

@@ -115,6 +115,7 @@ type TaskError struct {
 	Stack    string // the worker's stack, for a panic
 
 	matches []error
+	limit   string // as an isolated worker reported it (see WithIsolatedWorkers)
 }
 
 func (e *TaskError) Error() string {

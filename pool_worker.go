@@ -33,7 +33,8 @@ var testWorkerPipe func(parent, child *Conn)
 type worker struct {
 	p    *Pool
 	proc *Process
-	conn *Conn
+	conn *Conn     // the worker's pipe in the arena; nil for isolated workers
+	iso  *isoLink  // isolated workers: their socket (see pool_isolate.go)
 
 	// Guarded by p.mu.
 	inflight []*job // sent (or being sent), not answered, in order
@@ -47,6 +48,9 @@ type worker struct {
 // startWorker starts a worker process and its goroutines. It is called
 // without p.mu held, as starting a process takes a while.
 func (p *Pool) startWorker() error {
+	if p.cfg.isolated {
+		return p.startIsolatedWorker()
+	}
 	a, b, err := Pipe(true)
 	if err != nil {
 		return err
@@ -64,12 +68,8 @@ func (p *Pool) startWorker() error {
 		}
 		spec.InitFn, spec.NInit = t.name, len(p.cfg.initArgs)
 	}
-	p.mu.Lock()
-	p.seq++
-	name := fmt.Sprintf("PoolWorker-%d", p.seq)
-	p.mu.Unlock()
 	proc := NewProcess(poolWorker, b, spec)
-	proc.Name, proc.Daemon = name, true
+	proc.Name, proc.Daemon = p.workerName(), true
 	err = proc.Start()
 	// The worker holds its end now (or never will): the parent's hold on
 	// it goes, so that the pipe is given back once both sides are done.
@@ -78,7 +78,20 @@ func (p *Pool) startWorker() error {
 		a.Close()
 		return err
 	}
-	w := &worker{p: p, proc: proc, conn: a, quota: -1}
+	p.addWorker(&worker{p: p, proc: proc, conn: a})
+	return nil
+}
+
+func (p *Pool) workerName() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seq++
+	return fmt.Sprintf("PoolWorker-%d", p.seq)
+}
+
+// addWorker puts a started worker in service.
+func (p *Pool) addWorker(w *worker) {
+	w.quota = -1
 	if p.cfg.maxTasks > 0 {
 		w.quota = p.cfg.maxTasks
 	}
@@ -87,11 +100,10 @@ func (p *Pool) startWorker() error {
 	terminated := p.terminated
 	p.mu.Unlock()
 	if terminated {
-		proc.Kill()
+		w.proc.Kill()
 	}
 	p.wg.Add(1)
 	go w.run()
-	return nil
 }
 
 func (w *worker) run() {
@@ -107,7 +119,11 @@ func (w *worker) run() {
 	w.p.mu.Unlock()
 	// The worker is gone: end both directions, so that the receiver reads
 	// the results sent before the death and stops, and the sender stops.
-	w.conn.shut()
+	if w.iso != nil {
+		w.iso.shut()
+	} else {
+		w.conn.shut()
+	}
 	wg.Wait()
 	w.settle()
 }
@@ -121,7 +137,9 @@ func (w *worker) send() {
 	// emptied first.
 	retire := func() bool { return w.dead || (len(w.inflight) == 0 && (w.quota == 0 || p.drainedLocked())) }
 	steal := func() *job {
-		if len(w.inflight) == 0 {
+		// A task sent down an isolated worker's socket cannot be taken
+		// back: those workers are given one task at a time instead.
+		if len(w.inflight) == 0 && w.iso == nil {
 			return p.stealLocked(w)
 		}
 		return nil
@@ -141,7 +159,11 @@ func (w *worker) send() {
 				// The worker reads what it was given, then EOF, and
 				// exits. Only this direction closes: results still to
 				// come are read until it is gone (settle closes the rest).
-				w.conn.send.Close()
+				if w.iso != nil {
+					w.iso.closeWrite()
+				} else {
+					w.conn.send.Close()
+				}
 			}
 			return
 		}
@@ -158,7 +180,11 @@ func (w *worker) send() {
 			err = tooLarge(j.fn, n, j.calls() > 1) // submit refuses these; in case
 		} else {
 			frame = appendTask(frame[:0], j, p.cfg.timeout)
-			err = w.conn.SendBytes(frame)
+			if w.iso != nil {
+				err = w.iso.send(frame)
+			} else {
+				err = w.conn.SendBytes(frame)
+			}
 		}
 		if cap(frame) > keepBuffer {
 			frame = nil // a large task's buffer is not kept for the small ones
@@ -204,6 +230,10 @@ func (w *worker) dropLocked(j *job) {
 
 // receive delivers the worker's results.
 func (w *worker) receive() {
+	if w.iso != nil {
+		w.receiveIsolated()
+		return
+	}
 	p := w.p
 	for {
 		msg, err := w.conn.RecvBytes(context.Background())
@@ -295,22 +325,36 @@ func (w *worker) kill(err error) {
 // it if there is still work for it.
 func (w *worker) settle() {
 	p := w.p
-	r := w.conn.send
-	r.Reclaim()
 	unstarted := make(map[uint64]bool)
-	for {
-		msg, err := r.TryGet(nil)
-		if err != nil {
-			break
-		}
-		if id, ok := taskID(msg); ok {
-			unstarted[id] = true
+	if w.iso != nil {
+		p.mu.Lock()
+		w.iso.unstartedLocked(w.inflight, unstarted)
+		p.mu.Unlock()
+	} else {
+		r := w.conn.send
+		r.Reclaim()
+		for {
+			msg, err := r.TryGet(nil)
+			if err != nil {
+				break
+			}
+			if id, ok := taskID(msg); ok {
+				unstarted[id] = true
+			}
 		}
 	}
 	code, _ := w.proc.ExitCode()
 	initErr := w.proc.Join(context.Background())
 	// The unstarted tasks are read: this side of the pipe is done with.
-	w.conn.Close()
+	if w.iso != nil {
+		w.iso.close()
+	} else {
+		w.conn.Close()
+	}
+	// An isolated worker that exceeded a limit fails the task it ran with
+	// that, not with its death, and does not run it again.
+	var limitErr *LimitError
+	errors.As(initErr, &limitErr)
 
 	p.mu.Lock()
 	w.disarmLocked()
@@ -325,6 +369,8 @@ func (w *worker) settle() {
 			again = append(again, j)
 		case j.killErr != nil:
 			failed, errs = append(failed, j), append(errs, j.killErr)
+		case limitErr != nil:
+			failed, errs = append(failed, j), append(errs, limitErr)
 		case j.retries > 0 && !p.terminated:
 			j.retries--
 			again = append(again, j)
@@ -390,7 +436,7 @@ func (w *worker) settle() {
 // that no task waits behind a slow one while a worker is idle.
 func (p *Pool) stealLocked(thief *worker) *job {
 	for v := range p.workers {
-		if v == thief || v.dead || len(v.inflight) < 2 {
+		if v == thief || v.dead || len(v.inflight) < 2 || v.iso != nil {
 			continue
 		}
 		msg, err := v.conn.send.TryGet(nil)
@@ -632,6 +678,9 @@ func parseTaskError(data []byte) error {
 
 // encodeCallError encodes a call's failure for the parent.
 func encodeCallError(ce *callError) []byte {
+	if isoWorker != nil {
+		return isoWorker.encodeError(ce)
+	}
 	b, err := codec.Marshal(wireError(ce))
 	if err != nil {
 		b, _ = codec.Marshal(taskErrWire{Message: ce.Message})
@@ -645,19 +694,27 @@ type workerSpec struct {
 	Init   []byte // its encoded arguments
 	NInit  int
 	MaxRSS int64 // exit after a task that leaves the RSS above this; 0: never
+	// Isolated workers: exit after a task once this much CPU time is used.
+	CPURetire time.Duration
 }
 
 func init() { Register(poolWorker) }
 
 // poolWorker is the main function of a pool's worker process.
 func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
+	// Given up however the worker ends, so that the pipe's memory can go.
+	defer c.Close()
+	return serveWorker(ctx, spec, c, nil)
+}
+
+// serveWorker is a worker process's life, over its pipe c or, for an
+// isolated worker, its socket sock.
+func serveWorker(ctx context.Context, spec workerSpec, c *Conn, sock *isoConn) error {
 	// The parent treats its workers as daemonic (Shutdown terminates
 	// them), but unlike Python's, their tasks may start processes and
 	// pools: these die with the worker, whichever way it ends. Set before
 	// any task runs, in the goroutine that set it up.
 	self.info.Daemon = false
-	// Given up however the worker ends, so that the pipe's memory can go.
-	defer c.Close()
 	if spec.InitFn != "" {
 		t, ok := lookupName(spec.InitFn)
 		if !ok {
@@ -674,10 +731,10 @@ func poolWorker(ctx context.Context, c *Conn, spec workerSpec) error {
 			return fmt.Errorf("initializer: %s", cerr.Message)
 		}
 	}
-	if err := c.SendBytes([]byte{frameReady}); err != nil {
+	l := &workerLoop{ctx: ctx, c: c, sock: sock, targets: make(map[string]*target), done: make(chan error, 1)}
+	if err := l.send([]byte{frameReady}); err != nil {
 		return nil
 	}
-	l := &workerLoop{ctx: ctx, c: c, targets: make(map[string]*target), done: make(chan error, 1)}
 	if spec.MaxRSS > 0 {
 		f, err := os.Open("/proc/self/statm")
 		if err != nil {
@@ -721,6 +778,7 @@ func (m *rssMeter) over() bool {
 type workerLoop struct {
 	ctx     context.Context
 	c       *Conn
+	sock    *isoConn // isolated workers: instead of c
 	targets map[string]*target
 	in, out []byte
 	tr      taskRun // the task being run, reused from one to the next
@@ -752,7 +810,7 @@ func (l *workerLoop) loop(resume bool) error {
 	for {
 		if !resume {
 			// The frame is decoded before the next is read: one buffer will do.
-			msg, err := l.c.get(l.ctx, l.in[:0])
+			msg, err := l.recv()
 			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
 				return nil
 			}
@@ -762,6 +820,11 @@ func (l *workerLoop) loop(resume bool) error {
 			l.in = msg
 			if err := l.tr.start(l.ctx, msg, l.targets); err != nil {
 				return err
+			}
+			if l.sock != nil {
+				if err := l.sock.started(l.tr.id); err != nil {
+					return nil // the parent is gone
+				}
 			}
 		}
 		resume = false
@@ -773,15 +836,18 @@ func (l *workerLoop) loop(resume bool) error {
 			return err
 		}
 		l.out = out
-		if err := l.c.SendBytes(out); err != nil {
-			if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrClosed) {
+		if err := l.send(out); err != nil {
+			if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrClosed) || l.sock != nil {
 				return nil // the parent is gone
 			}
 			// The results cannot travel (no shared memory for them):
 			// the task fails, saying why, and the worker goes on.
-			if err := l.c.SendBytes(failedResult(out, err)); err != nil {
+			if err := l.send(failedResult(out, err)); err != nil {
 				return nil
 			}
+		}
+		if l.sock != nil && l.sock.retire() {
+			return nil // as below
 		}
 		if l.rss != nil && l.rss.over() {
 			// Retire: the parent puts the tasks still in the pipe back in
@@ -795,6 +861,20 @@ func (l *workerLoop) loop(resume bool) error {
 			l.in = nil
 		}
 	}
+}
+
+func (l *workerLoop) recv() ([]byte, error) {
+	if l.sock != nil {
+		return l.sock.get()
+	}
+	return l.c.get(l.ctx, l.in[:0])
+}
+
+func (l *workerLoop) send(b []byte) error {
+	if l.sock != nil {
+		return l.sock.send(b)
+	}
+	return l.c.SendBytes(b)
 }
 
 // failedResult turns the result frame out into one of the same task with

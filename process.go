@@ -126,6 +126,7 @@ type Process struct {
 	args     []any
 	identity []int
 	seq      int
+	files    []int // isolated only: descriptors the child inherits (see isolatedFiles)
 
 	mu      sync.Mutex
 	started bool
@@ -228,7 +229,10 @@ func (p *Process) Start() error {
 			return err
 		}
 		req.Extra = []int{a.Fd()}
-	} else if p.Limits.Memory > 0 {
+	} else {
+		req.Extra = p.files
+	}
+	if p.Isolated && p.Limits.Memory > 0 {
 		// The runtime's "out of memory" is the only word of a memory
 		// limit that the kernel does not give.
 		var w *os.File

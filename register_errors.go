@@ -221,6 +221,7 @@ type taskErrWire struct {
 	Panicked bool
 	Stack    string
 	Errs     errorWire
+	Limit    string // an isolated worker's: the limit the error shows was hit (see limitOf)
 }
 
 func wireError(ce *callError) taskErrWire {
@@ -228,5 +229,5 @@ func wireError(ce *callError) taskErrWire {
 }
 
 func (w *taskErrWire) error() *TaskError {
-	return &TaskError{Message: w.Message, Panicked: w.Panicked, Stack: w.Stack, matches: w.Errs.decode()}
+	return &TaskError{Message: w.Message, Panicked: w.Panicked, Stack: w.Stack, matches: w.Errs.decode(), limit: w.Limit}
 }
