@@ -56,6 +56,15 @@
 //	r := mp.ApplyAsync[int](pool, add, []any{2, 3}, mp.WithCallback(func(n int) { ... }))
 //	sums, err := mp.Starmap[int](ctx, pool, add, [][]any{{2, 3}, {4, 5}})
 //
+// For code the program does not trust, WithIsolatedWorkers makes each
+// worker an isolated process (see Process.Isolated) under Limits: it maps
+// no shared memory, its tasks and results travel over a socket whose
+// frames the parent checks, and a task that breaks the protocol or
+// exceeds a limit fails alone (with ErrCorrupt, or a *LimitError), its
+// worker replaced:
+//
+//	pool, err := mp.NewPool(4, mp.WithIsolatedWorkers(mp.Limits{Memory: 512 << 20, CPUTime: 10 * time.Second}))
+//
 // # Lifetimes
 //
 // No process started by this package outlives its parent. A child is killed

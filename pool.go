@@ -78,6 +78,8 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // submitted, and a result that does not fit (with the results before it
 // in its chunk) fails its call with ErrTooLarge. The worker stays in
 // service either way. Pass large data through SharedMemory or a file.
+// (Isolated workers, for code the program does not trust, use a socket
+// instead, with the same bound: see WithIsolatedWorkers.)
 //
 // A Pool's methods may be called from any goroutine.
 type Pool struct {

@@ -112,7 +112,7 @@ func (p *Pool) startIsolatedWorker() error {
 	}
 	proc := NewProcess(poolIsolatedWorker, spec)
 	proc.Name, proc.Daemon = p.workerName(), true
-	proc.Isolated, proc.Limits, proc.QuietErrors = true, p.cfg.limits, true
+	proc.Isolated, proc.Limits = true, p.cfg.limits
 	proc.files = []int{pair[1]}
 	err = proc.Start()
 	unix.Close(pair[1]) // the worker's now, or nobody's
@@ -170,11 +170,15 @@ func (w *worker) receiveIsolated() {
 	for {
 		msg, err := w.iso.recv()
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) &&
-				!errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
-				w.refuse(err) // a frame over the limit
+			// The socket's own errors (ECONNRESET when the worker left
+			// tasks unread, EOF) come once what it sent has been read:
+			// the worker is gone, and settle accounts for its tasks.
+			// Anything else is a frame over the limit.
+			var oe *net.OpError
+			if !errors.As(err, &oe) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				w.refuse(err)
 			}
-			return // the worker is gone: settle accounts for its tasks
+			return
 		}
 		switch {
 		case len(msg) == 1 && msg[0] == frameReady:

@@ -385,3 +385,41 @@ func hangOn(x, victim int) int {
 }
 
 func init() { mp.Register(hangOn) }
+
+func isolatedBenchPool(b *testing.B) *mp.Pool {
+	b.Helper()
+	p, err := mp.NewPool(2, mp.WithIsolatedWorkers(mp.Limits{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Terminate)
+	if _, err := mp.Apply[int](context.Background(), p, identity, 0); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkPoolIsolatedMapChunk1 is BenchmarkPoolMapChunk1 with isolated
+// workers: one task at a time per worker, over a socket.
+func BenchmarkPoolIsolatedMapChunk1(b *testing.B) {
+	p := isolatedBenchPool(b)
+	items := benchItems(b.N)
+	b.ResetTimer()
+	start := time.Now()
+	if _, err := mp.Map[int](context.Background(), p, identity, items, mp.WithChunkSize(1)); err != nil {
+		b.Fatal(err)
+	}
+	reportTasks(b, b.N, start)
+}
+
+// BenchmarkPoolIsolatedMap is BenchmarkPoolMap with isolated workers.
+func BenchmarkPoolIsolatedMap(b *testing.B) {
+	p := isolatedBenchPool(b)
+	items := benchItems(b.N)
+	b.ResetTimer()
+	start := time.Now()
+	if _, err := mp.Map[int](context.Background(), p, identity, items); err != nil {
+		b.Fatal(err)
+	}
+	reportTasks(b, b.N, start)
+}

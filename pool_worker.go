@@ -33,8 +33,8 @@ var testWorkerPipe func(parent, child *Conn)
 type worker struct {
 	p    *Pool
 	proc *Process
-	conn *Conn     // the worker's pipe in the arena; nil for isolated workers
-	iso  *isoLink  // isolated workers: their socket (see pool_isolate.go)
+	conn *Conn    // the worker's pipe in the arena; nil for isolated workers
+	iso  *isoLink // isolated workers: their socket (see pool_isolate.go)
 
 	// Guarded by p.mu.
 	inflight []*job // sent (or being sent), not answered, in order
