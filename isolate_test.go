@@ -250,3 +250,33 @@ func TestIsolatedReportIsUntrusted(t *testing.T) {
 		t.Fatalf("Join = %.200v (%d bytes), want the report refused or trimmed", err, len(pe.Message))
 	}
 }
+
+// cpuTime returns the CPU time pid has used, from /proc.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// A child that this process kills is not taken for one the kernel killed
+// at its CPU limit, however much CPU time it used.
+func TestIsolatedKillIsNotACPULimit(t *testing.T) {
+	p := isolated(spin)
+	p.Limits.CPUTime = 2 * time.Second
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for cpuTime(t, p.Pid()) < 1200*time.Millisecond && p.IsAlive() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.Kill()
+	if err := join(t, p); errors.Is(err, mp.ErrCPULimit) || !strings.Contains(err.Error(), "SIGKILL") {
+		t.Fatalf("Join after Kill = %v, want a plain SIGKILL", err)
+	}
+}

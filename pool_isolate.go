@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -247,6 +248,23 @@ func (w *worker) refuse(why error) {
 	w.p.mu.Lock()
 	w.kill(err)
 	w.p.mu.Unlock()
+}
+
+// isolatedLoss returns what the end of an isolated worker, which Join
+// reported as err, says of the task it was running: a *LimitError, or an
+// error wrapping ErrCorrupt if it wrote what its parent could not read on
+// its control socket; nil if it simply died.
+func (w *worker) isolatedLoss(err error) error {
+	var le *LimitError
+	var pe *ProcessError
+	switch {
+	case errors.As(err, &le):
+		return le
+	case errors.As(err, &pe) && strings.HasPrefix(pe.Message, unreadableReport):
+		return fmt.Errorf("%w: isolated pool worker %s (pid %d) wrote garbage on its control socket; it was killed and replaced",
+			ErrCorrupt, w.proc.Name, w.proc.Pid())
+	}
+	return nil
 }
 
 // untrusted trims a task's error from an isolated worker to what the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,9 +85,36 @@ func scribble(x int, kind string) (int, error) {
 	case "second start":
 		r := []byte{'G'}
 		out = frame(binary.LittleEndian.AppendUint64(r, 1<<40))
+	case "control":
+		// The other socket: the one its Process reports its end on.
+		ents, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range ents {
+			if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "socket:") && e.Name() != "4" {
+				fd, _ := strconv.Atoi(e.Name())
+				syscall.Write(fd, frame([]byte("\xde\xad\xbe\xef not a report")))
+			}
+		}
+		select {}
 	}
 	syscall.Write(4, out)
 	select {}
+}
+
+// runOnce squares x, failing if it runs twice for one x (a file per x
+// records it); for x == 5 its first run kills its worker instead.
+func runOnce(x int, dir string) (int, error) {
+	if x == 5 {
+		if _, err := os.Stat(filepath.Join(dir, "killed")); err != nil {
+			os.WriteFile(filepath.Join(dir, "killed"), nil, 0o644)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(x)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("item %d ran twice: %w", x, err)
+	}
+	f.Close()
+	return x * x, nil
 }
 
 func hoardIf(x int) (int, error) {
@@ -120,7 +148,7 @@ func dieOnce(x int, mark string) int {
 }
 
 func init() {
-	mp.Register(arenaView, attachArena, scribble, hoardIf, spinIf, openManyIf, dieOnce)
+	mp.Register(arenaView, attachArena, scribble, hoardIf, spinIf, openManyIf, dieOnce, runOnce)
 }
 
 func isolatedPool(t *testing.T, n int, l mp.Limits, opts ...mp.PoolOption) *mp.Pool {
@@ -210,7 +238,7 @@ func TestIsolatedPoolHostileWorker(t *testing.T) {
 	for i := range items {
 		items[i] = i
 	}
-	for _, kind := range []string{"oversized", "junk", "lying id", "second start"} {
+	for _, kind := range []string{"oversized", "junk", "lying id", "second start", "control"} {
 		for _, chunk := range []int{1, 4} {
 			got, err := mp.Starmap[int](within(t), p, scribble, argsOf(items, kind), mp.WithChunkSize(chunk))
 			var me *mp.MapError
@@ -233,6 +261,32 @@ func TestIsolatedPoolHostileWorker(t *testing.T) {
 	// The pool replaced its workers and goes on.
 	if got, err := mp.Apply[int](within(t), p, square, 9); err != nil || got != 81 {
 		t.Fatalf("Apply after the scribblers = %d, %v", got, err)
+	}
+	closeAndJoin(t, p)
+	if left := mp.ActiveChildren(); len(left) != 0 {
+		t.Fatalf("processes left after Join: %v", left)
+	}
+}
+
+// A worker SIGKILLed while it runs a task: that task runs again (one
+// retry), every other runs exactly once, also while workers retire after
+// every task with the next one possibly in their socket.
+func TestIsolatedPoolKilledWorkerLosesNothing(t *testing.T) {
+	for _, opts := range [][]mp.PoolOption{{mp.WithRetries(1)}, {mp.WithRetries(1), mp.WithMaxMemoryPerChild(1)}} {
+		dir := t.TempDir()
+		p := isolatedPool(t, 2, mp.Limits{}, opts...)
+		got, err := mp.Starmap[int](within(t), p, runOnce, argsOf(benchItems(30), dir), mp.WithChunkSize(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, x := range got {
+			if x != i*i {
+				t.Fatalf("item %d = %d", i, x)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "killed")); err != nil {
+			t.Fatal("item 5 did not kill its worker")
+		}
 	}
 }
 

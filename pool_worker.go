@@ -351,10 +351,13 @@ func (w *worker) settle() {
 	} else {
 		w.conn.Close()
 	}
-	// An isolated worker that exceeded a limit fails the task it ran with
-	// that, not with its death, and does not run it again.
-	var limitErr *LimitError
-	errors.As(initErr, &limitErr)
+	// An isolated worker that exceeded a limit, or broke the protocol of
+	// its control socket, fails the task it ran with that, not with its
+	// death, and does not run it again.
+	var lostErr error
+	if w.iso != nil {
+		lostErr = w.isolatedLoss(initErr)
+	}
 
 	p.mu.Lock()
 	w.disarmLocked()
@@ -369,8 +372,8 @@ func (w *worker) settle() {
 			again = append(again, j)
 		case j.killErr != nil:
 			failed, errs = append(failed, j), append(errs, j.killErr)
-		case limitErr != nil:
-			failed, errs = append(failed, j), append(errs, limitErr)
+		case lostErr != nil:
+			failed, errs = append(failed, j), append(errs, lostErr)
 		case j.retries > 0 && !p.terminated:
 			j.retries--
 			again = append(again, j)

@@ -123,6 +123,9 @@ type Status struct {
 	// OOMKilled reports that the child's cgroup memory limit made the
 	// kernel kill a process of the child's subtree.
 	OOMKilled bool
+	// Killed reports that this process sent the child SIGKILL (Kill, or
+	// Signal), so that another cause of a SIGKILL (a limit) is ruled out.
+	Killed bool
 }
 
 // Signaled reports whether the child was ended by a signal.
@@ -157,6 +160,7 @@ type Child struct {
 
 	mu     sync.Mutex
 	reaped bool
+	killed bool // SIGKILL sent through Signal
 	status Status
 }
 
@@ -504,6 +508,7 @@ func (c *Child) Wait() (Status, error) {
 			c.status.Code = -int(sc.Status)
 		}
 		c.status.CPU = ru.Utime.Sec*1e6 + ru.Utime.Usec + ru.Stime.Sec*1e6 + ru.Stime.Usec
+		c.status.Killed = c.killed
 		c.reaped = true
 		return true
 	})
@@ -564,6 +569,7 @@ func (c *Child) Signal(sig syscall.Signal) error {
 		return err
 	}
 	if sig == syscall.SIGKILL {
+		c.killed = true
 		if c.cg != nil {
 			c.cg.kill()
 		} else {
