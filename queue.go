@@ -19,8 +19,8 @@ import (
 // Errors of queues.
 var (
 	// ErrFull is returned by TryPut when the queue holds maxsize items
-	// (Python's queue.Full).
-	ErrFull = errors.New("mp: queue is full")
+	// (Python's queue.Full), and by Conn.TrySend on a full pipe.
+	ErrFull = errors.New("mp: full")
 	// ErrEmpty is returned by TryGet when the queue has no item (Python's
 	// queue.Empty).
 	ErrEmpty = errors.New("mp: queue is empty")
