@@ -337,11 +337,11 @@ func mkState(seq, owner uint32) uint64 { return uint64(seq) | uint64(owner)<<32 
 type status int
 
 const (
-	done   status = iota
-	full          // no free cell (put) or no ready cell (get)
-	busy          // the cell at the position is claimed by someone else: st tells who
-	closed        // the ring is closed (and, for gets, drained)
-	tooLong       // the next message is longer than the get's limit
+	done    status = iota
+	full           // no free cell (put) or no ready cell (get)
+	busy           // the cell at the position is claimed by someone else: st tells who
+	closed         // the ring is closed (and, for gets, drained)
+	tooLong        // the next message is longer than the get's limit
 )
 
 func checkLen(head, body []byte) error {
