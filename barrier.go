@@ -61,12 +61,13 @@ const (
 
 	barMaxName   = 200
 	barBlockSize = 256
-	// MaxBarrierParties is the most parties a Barrier can have.
-	MaxBarrierParties = 1<<20 - 1
 
 	barBroken  = 1
 	barGenMask = 1<<31 - 1
 )
+
+// MaxBarrierParties is the most parties a Barrier can have.
+const MaxBarrierParties = 1<<20 - 1
 
 // barActions holds, in the process that made each barrier, its action by
 // the barrier's offset: the function itself, registered or not.

@@ -22,7 +22,7 @@ import (
 // Items a Get drops as corrupt count as lost in the same way. Each
 // process's items taken and not yet done are recorded beside the queue for
 // this, so TaskDone should be called in the process that took the item.
-// Up to HolderMax live processes can be recorded; an entry is freed
+// Up to MaxHolders live processes can be recorded; an entry is freed
 // once its process has ended. Beyond that, Put and Get return an error
 // wrapping ErrTooManyProcesses rather than hand an item to a process Join
 // could not account for. A process killed within the few instructions

@@ -53,7 +53,7 @@ const PipeSize = 1024
 // room.
 //
 // A Conn may be used by several goroutines at once (messages are then
-// shared out among the receivers). Up to HolderMax live processes may hold
+// shared out among the receivers). Up to MaxHolders live processes may hold
 // each end; a further process's decoding of an end fails with an error
 // wrapping ErrTooManyProcesses.
 type Conn struct {

@@ -32,7 +32,7 @@ import (
 // permits recovered from a dead process are thus those taken and not
 // returned by anyone.
 //
-// Up to HolderMax live processes can hold permits of one semaphore at a
+// Up to MaxHolders live processes can hold permits of one semaphore at a
 // time; beyond that, Acquire returns an error wrapping ErrTooManyProcesses
 // (TryAcquire reports false) rather than hand out a permit that could not
 // be recovered.
