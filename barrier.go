@@ -37,6 +37,9 @@ var ErrBrokenBarrier = errors.New("mp: broken barrier")
 // party that does not get to run while more rounds than that end after its
 // own (possible only when more goroutines than parties use the barrier)
 // counts its round as released.
+//
+// The zero Barrier is not usable: make one with NewBarrier. Its methods
+// panic with an error wrapping ErrInvalidHandle; Close does nothing.
 type Barrier struct {
 	h         handle
 	state     *uint64

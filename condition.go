@@ -66,6 +66,9 @@ const _ = uint(MaxConditionWaiters-condSlots) + uint(condSlots-MaxConditionWaite
 // as with any waiter that dies after being woken, its notification is then
 // lost. When the table of waiters is full, Wait first frees the entries of
 // dead processes.
+//
+// The zero Condition is not usable: make one with NewCondition. Its methods
+// panic with an error wrapping ErrInvalidHandle; Close does nothing.
 type Condition struct {
 	h     handle
 	lock  Locker
@@ -165,7 +168,8 @@ func (c *Condition) Release() error {
 }
 
 // Lock acquires the underlying lock; with Unlock it makes a Condition a
-// sync.Locker.
+// sync.Locker. Like Lock.Lock, it swallows ErrOwnerDied: use Acquire to
+// learn of a holder's death.
 func (c *Condition) Lock() {
 	c.check()
 	c.lock.Lock()

@@ -37,6 +37,9 @@ import (
 // writing where it should not) makes its calls fail with ErrCorrupt; it
 // never panics, hangs or touches other objects' memory, and a panic in
 // Update's function leaves it unlocked.
+//
+// The zero Dict is not usable: make one with NewDict. Its methods panic with
+// an error wrapping ErrInvalidHandle; Close does nothing.
 type Dict[K comparable, V any] struct {
 	h   handle
 	m   mutex

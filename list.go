@@ -22,6 +22,9 @@ import (
 // A List may be passed to child processes as an argument, inside a struct
 // or through a queue. Its memory lives as long as the process tree. Like a
 // Dict, a List damaged by another process fails its calls with ErrCorrupt.
+//
+// The zero List is not usable: make one with NewList. Its methods panic with
+// an error wrapping ErrInvalidHandle; Close does nothing.
 type List[T any] struct {
 	h handle
 	m mutex

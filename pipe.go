@@ -56,6 +56,9 @@ const PipeSize = 1024
 // shared out among the receivers). Up to MaxHolders live processes may hold
 // each end; a further process's decoding of an end fails with an error
 // wrapping ErrTooManyProcesses.
+//
+// The zero Conn is not usable: make one with Pipe. Its methods panic with an
+// error wrapping ErrInvalidHandle, Close included.
 type Conn struct {
 	h          handle
 	end        int

@@ -91,6 +91,9 @@ const DefaultQueueSize = 1 << 15
 // Blocked Puts and Gets park their goroutines without holding OS threads.
 // A Queue may be passed to child processes as an argument, inside a struct,
 // or through another queue.
+//
+// The zero Queue is not usable: make one with NewQueue. Its methods panic
+// with an error wrapping ErrInvalidHandle, Close included.
 type Queue[T any] struct {
 	h     handle
 	r     *ring.Ring
