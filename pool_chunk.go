@@ -89,7 +89,7 @@ func newBatchRun(ctx context.Context, t *target, id uint64, data []byte, n int) 
 		for i, err := range errs {
 			if err != nil {
 				// As UnmarshalArgs words it for a call sent on its own.
-				errs[i] = fmt.Errorf("argument 0 (%v): %w", t.params[0], err)
+				errs[i] = fmt.Errorf("argument 1 (%v): %w", t.params[0], err)
 			}
 		}
 		r.argErrs = errs
