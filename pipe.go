@@ -166,21 +166,21 @@ func (c *Conn) open(h handle, end int) error {
 // receiving end of a one-way pipe. It is SendContext without a way out:
 // when the reader may stop reading while alive, use SendContext or
 // TrySend.
-func (c *Conn) Send(v any) error { return c.send1(context.Background(), v, true, "Send") }
+func (c *Conn) Send(v any) error { return c.sendValue(context.Background(), v, true, "Send") }
 
 // SendContext is Send that gives up when ctx ends, returning ctx.Err():
 // the message is then not sent.
 func (c *Conn) SendContext(ctx context.Context, v any) error {
-	return c.send1(ctx, v, true, "SendContext")
+	return c.sendValue(ctx, v, true, "SendContext")
 }
 
 // TrySend is Send without blocking: on a full pipe it returns ErrFull, and
 // sends nothing. A full pipe whose readers have all died gives
 // io.ErrClosedPipe instead, once that is noticed (it is looked for at most
 // every 50 ms).
-func (c *Conn) TrySend(v any) error { return c.send1(nil, v, false, "TrySend") }
+func (c *Conn) TrySend(v any) error { return c.sendValue(nil, v, false, "TrySend") }
 
-func (c *Conn) send1(ctx context.Context, v any, block bool, op string) error {
+func (c *Conn) sendValue(ctx context.Context, v any, block bool, op string) error {
 	if err := c.ready(c.send, op); err != nil {
 		return err
 	}
