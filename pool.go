@@ -82,6 +82,8 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // instead, with the same bound: see WithIsolatedWorkers.)
 //
 // A Pool's methods may be called from any goroutine.
+//
+// The zero Pool is not usable: make one with NewPool or NewThreadPool.
 type Pool struct {
 	cfg     poolConfig
 	threads bool
