@@ -25,7 +25,9 @@ import (
 // reads as untrusted input. A worker that sends what it was not asked for
 // (an unreadable or oversized frame, a result for a task it was not given)
 // is killed and replaced, and the task it held fails with an error
-// wrapping ErrCorrupt; the other tasks go on. Tasks whose arguments hold a
+// wrapping ErrCorrupt; the other tasks go on. (A worker that stops in the
+// middle of a frame is, like one that loops, a task that does not end:
+// WithTaskTimeout bounds it.) Tasks whose arguments hold a
 // shared primitive (or an initializer's, at NewPool) fail with ErrIsolated
 // when they are submitted: for Map, in the places of those items.
 //

@@ -395,6 +395,17 @@ func TestIsolatedPoolOptions(t *testing.T) {
 			}
 		}
 	})
+	t.Run("Initializer", func(t *testing.T) {
+		p := isolatedPool(t, 2, mp.Limits{}, mp.WithInitializer(setInit, "ready"))
+		got, err := mp.Map[string](ctx, p, readInit, []int{0, 1, 2, 3}, mp.WithChunkSize(1))
+		if err != nil || len(got) != 4 || got[0] != "ready" || got[3] != "ready" {
+			t.Fatalf("Map = %q, %v", got, err)
+		}
+		broken := isolatedPool(t, 1, mp.Limits{}, mp.WithInitializer(failInit))
+		if _, err := mp.Apply[int](ctx, broken, square, 2); !errors.Is(err, mp.ErrPoolBroken) || !strings.Contains(err.Error(), "no database") {
+			t.Fatalf("Apply on a pool whose initializer fails = %v, want ErrPoolBroken", err)
+		}
+	})
 	t.Run("AsyncCallbacksImap", func(t *testing.T) {
 		p := isolatedPool(t, 2, mp.Limits{})
 		called := make(chan int, 1)
