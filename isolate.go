@@ -15,7 +15,8 @@ import (
 )
 
 // Limits bound the resources of an isolated process (see
-// Process.Isolated). A zero field does not limit. Exceeding a limit ends
+// Process.Isolated), or of each worker of a pool (see
+// WithIsolatedWorkers). A zero field does not limit. Exceeding a limit ends
 // the process, or fails the call that needed more, and Join then returns a
 // *LimitError naming the limit.
 type Limits struct {
