@@ -3,6 +3,7 @@ package mp
 import (
 	"context"
 	"reflect"
+	"time"
 )
 
 // startThreadLocked starts one goroutine of a thread pool.
@@ -63,11 +64,12 @@ func (p *Pool) runThread(resume *localRun) {
 // localRun is one job being run by a thread pool, kept where a goroutine
 // taking over after runtime.Goexit finds it.
 type localRun struct {
-	j    *job
-	ctx  context.Context
-	rs   []result
-	next int      // the call being run; -1 before the first
-	undo []func() // releases ctx
+	j     *job
+	ctx   context.Context
+	rs    []result
+	next  int      // the call being run; -1 before the first
+	undo  []func() // releases ctx
+	start time.Time
 }
 
 // runLocal runs the calls of j in this goroutine. If j's context or
@@ -75,6 +77,7 @@ type localRun struct {
 // given the ended context and the goroutine waits for them to return.
 func (p *Pool) runLocal(r *localRun) {
 	j := r.j
+	r.start = time.Now()
 	r.ctx = context.Background()
 	if j.ctx != nil {
 		r.ctx = j.ctx
@@ -131,6 +134,7 @@ func (r *localRun) end(p *Pool) {
 	}
 	p.mu.Lock()
 	delete(p.running, r.j)
+	p.stats.ranLocal(r.rs, r.start)
 	p.mu.Unlock()
 }
 

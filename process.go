@@ -115,6 +115,7 @@ type Process struct {
 	done    chan struct{} // closed once the child is reaped and its outcome known
 	code    int
 	err     error
+	sent    syscall.Signal // the last signal Kill or Terminate sent, for the logs
 }
 
 // NewProcess returns a Process that will call fn(args...) in a child
@@ -268,6 +269,7 @@ func (p *Process) Start() error {
 		}
 		p.finish(st, out, werr, limit)
 	})
+	noteStarted(p, c.Pid)
 	return nil
 }
 
@@ -347,6 +349,7 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error, limit string
 			p.err = &LimitError{Limit: limit, Value: p.Limits.value(limit), Process: pe}
 		}
 	}
+	noteExit(p, st, limit)
 	close(p.done)
 }
 
@@ -431,6 +434,9 @@ func (p *Process) Kill() error { return p.signal(syscall.SIGKILL) }
 func (p *Process) signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	c := p.child
+	if c != nil {
+		p.sent = sig
+	}
 	p.mu.Unlock()
 	if c == nil {
 		return fmt.Errorf("%w: %s", ErrNotStarted, p.Name)
