@@ -123,6 +123,11 @@ func (p *Pool) runCalls(r *localRun) {
 			r.rs[i].err = &TaskError{Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
 		}
 	}
+	// Counted before the results are delivered, so that a caller who
+	// has them sees them counted.
+	p.mu.Lock()
+	p.stats.ranLocal(r.rs, r.start)
+	p.mu.Unlock()
 	r.j.complete(r.rs)
 	r.end(p)
 }
@@ -134,7 +139,6 @@ func (r *localRun) end(p *Pool) {
 	}
 	p.mu.Lock()
 	delete(p.running, r.j)
-	p.stats.ranLocal(r.rs, r.start)
 	p.mu.Unlock()
 }
 
