@@ -99,9 +99,9 @@ type QueueStatus struct {
 	// BlockedGets and BlockedPuts count processes parked in a Get or a
 	// Put (each process parks one goroutine; the others wait behind it).
 	BlockedGets, BlockedPuts int
-	Lost       int  // items taken by consumers that died before they had them
-	Unfinished int  // JoinableQueue: items put and not yet marked done
-	Closed     bool // closed (for a pipe: one direction at least)
+	Lost                     int  // items taken by consumers that died before they had them
+	Unfinished               int  // JoinableQueue: items put and not yet marked done
+	Closed                   bool // closed (for a pipe: one direction at least)
 }
 
 // LockStatus describes a Lock or an RLock.
