@@ -68,7 +68,9 @@ func (p *Pool) startWorker() error {
 	p.mu.Lock()
 	p.seq++
 	name := fmt.Sprintf("PoolWorker-%d", p.seq)
+	pipeName := p.stats.name + "/" + name
 	p.mu.Unlock()
+	a.SetName(pipeName[max(0, len(pipeName)-MaxName):]) // for the status page
 	proc := NewProcess(poolWorker, b, spec)
 	proc.Name, proc.Daemon = name, true
 	err = proc.Start()

@@ -258,6 +258,7 @@ func (p *Process) Start() error {
 		}
 		reported <- out
 	}()
+	noteStarted(p, c.Pid) // before its end can be noted
 	supervise.Watch(c, func(st spawn.Status, werr error) {
 		out := <-reported
 		c.Ctl.Close()
@@ -269,7 +270,6 @@ func (p *Process) Start() error {
 		}
 		p.finish(st, out, werr, limit)
 	})
-	noteStarted(p, c.Pid)
 	return nil
 }
 

@@ -66,8 +66,9 @@ type ProcessStatus struct {
 	RSS     int64         // resident memory, bytes
 	Threads int
 
-	// For ended processes: when, their exit status (-N: killed by signal
-	// N), and how they ended in words.
+	// For ended processes (which have no State, CPU, RSS or Threads but
+	// "exited"): when, their exit status (-N: killed by signal N), and how
+	// they ended in words.
 	Ended    time.Time
 	ExitCode int
 	Exit     string
@@ -251,6 +252,7 @@ func (q *QueueStatus) addRing(r *ring.Ring) {
 var procLog struct {
 	mu    sync.Mutex
 	live  map[int]*Process
+	since map[int]time.Time // when each live one started
 	ended []ProcessStatus
 }
 
@@ -259,9 +261,10 @@ const keepEnded = 32
 func noteStarted(p *Process, pid int) {
 	procLog.mu.Lock()
 	if procLog.live == nil {
-		procLog.live = map[int]*Process{}
+		procLog.live, procLog.since = map[int]*Process{}, map[int]time.Time{}
 	}
 	procLog.live[pid] = p
+	procLog.since[pid] = time.Now()
 	procLog.mu.Unlock()
 	logEvent(slog.LevelInfo, "process started", slog.String("name", p.Name), slog.Int("pid", pid))
 }
@@ -271,9 +274,6 @@ func noteExit(p *Process, st spawn.Status, limit string) {
 	pid := p.child.Pid
 	e := ProcessStatus{Name: p.Name, Pid: pid, Parent: self.info.Pid, Daemon: p.Daemon, State: "exited",
 		Ended: time.Now(), ExitCode: st.Code}
-	if info, ok := proc.Read(pid); ok { // a zombie still, unless reaped
-		e.Started, e.CPU = info.Started, info.CPU
-	}
 	var why string
 	level := slog.LevelInfo
 	if st.Signaled() {
@@ -304,7 +304,9 @@ func noteExit(p *Process, st spawn.Status, limit string) {
 		logEvent(level, "process exited", slog.String("name", p.Name), slog.Int("pid", pid), slog.Int("status", st.Code))
 	}
 	procLog.mu.Lock()
+	e.Started = procLog.since[pid]
 	delete(procLog.live, pid)
+	delete(procLog.since, pid)
 	procLog.ended = append(procLog.ended, e)
 	if n := len(procLog.ended); n > keepEnded {
 		procLog.ended = slices.Delete(procLog.ended, 0, n-keepEnded)
