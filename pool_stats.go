@@ -144,6 +144,11 @@ func registerPool(p *Pool) {
 	defer livePools.mu.Unlock()
 	livePools.seq++
 	p.stats.name = fmt.Sprintf("pool-%d", livePools.seq)
+	if n := len(livePools.pools); n >= 64 && n&(n-1) == 0 {
+		// A program that makes pools without reading the status keeps
+		// only the live ones' entries.
+		livePools.pools = slices.DeleteFunc(livePools.pools, func(w weak.Pointer[Pool]) bool { return w.Value() == nil })
+	}
 	livePools.pools = append(livePools.pools, weak.Make(p))
 }
 

@@ -84,8 +84,9 @@ func TestStatusQueue(t *testing.T) {
 	if err := join(t, p); err != nil {
 		t.Fatal(err)
 	}
+	// The child was not given the queue: it holds it only while it reads
+	// it, after counting its holders.
 	if want := "len=4 cap=10 puts=7 gets=3 holders=1"; got != want {
-		// The child does not hold the queue it was not given.
 		t.Fatalf("the child saw %q, want %q", got, want)
 	}
 }
