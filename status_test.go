@@ -91,6 +91,29 @@ func TestStatusQueue(t *testing.T) {
 	}
 }
 
+// TestStatusGrowingQueue: the figures of an unbounded queue add up over the
+// segments its ring grew into.
+func TestStatusGrowingQueue(t *testing.T) {
+	ctx := within(t)
+	q := mp.Must(mp.NewQueue[int](0))
+	defer q.Close()
+	q.SetName("status-growing")
+	for i := range 100 {
+		if err := q.Put(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 30 {
+		if _, err := q.Get(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := queueNamed(t, readStatus(t), "status-growing")
+	if s.Len != 70 || s.Cap != 0 || s.Puts != 100 || s.Gets != 30 || s.BlockedGets != 0 || s.BlockedPuts != 0 {
+		t.Fatalf("status %+v, want 70 queued of 100 put, unbounded", s)
+	}
+}
+
 func TestStatusNames(t *testing.T) {
 	l := mp.Must(mp.NewLock())
 	defer l.Close()
@@ -243,5 +266,35 @@ func TestStatusProcesses(t *testing.T) {
 	e := st.Ended[len(st.Ended)-1]
 	if e.Pid != holder.Pid() || e.Name != holder.Name || e.ExitCode != -9 || e.Exit != "killed by SIGKILL (Kill)" || e.State != "exited" {
 		t.Fatalf("ended %+v", e)
+	}
+}
+
+// TestStatusBlockedGet: a Get parked on an empty queue shows as blocked,
+// and no longer once it has its item.
+func TestStatusBlockedGet(t *testing.T) {
+	ctx := within(t)
+	q := mp.Must(mp.NewQueue[int](4))
+	defer q.Close()
+	q.SetName("status-blocked")
+	got := make(chan error, 1)
+	go func() {
+		_, err := q.Get(ctx)
+		got <- err
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for queueNamed(t, readStatus(t), "status-blocked").BlockedGets != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocked Get never showed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := q.Put(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if s := queueNamed(t, readStatus(t), "status-blocked"); s.BlockedGets != 0 || s.Gets != 1 || s.Len != 0 {
+		t.Fatalf("after the Get: %+v", s)
 	}
 }
