@@ -19,8 +19,13 @@ const (
 	slotEvent = 8 // gen<<32 | events: see CountEvent
 	slotName  = 16
 	MaxName   = nameSlot - slotName // bytes of a name
-	namesSize = objPerSeg * nameSlot
+	// namesSize is a names block's size: a power of two, so that the
+	// block takes no more than it says (Stats counts it), for objPerSeg
+	// slots.
+	namesSize = 128 << 10
 )
+
+var _ [namesSize - objPerSeg*nameSlot]struct{} // the slots fit
 
 // SetName records name (at most MaxName bytes) for the live object id,
 // where every process of the tree sees it. The last call wins.
