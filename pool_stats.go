@@ -124,10 +124,15 @@ func exitReason(code int) string {
 }
 
 // SetName names the pool for ReadStatus, the status page and the logs
-// ("pool-1", "pool-2"... in the order pools were made, until then).
+// ("pool-1", "pool-2"... in the order pools were made, until then), and
+// its workers' pipes after it.
 func (p *Pool) SetName(name string) {
 	p.mu.Lock()
 	p.stats.name = name
+	for w := range p.workers {
+		pipeName := name + "/" + w.proc.Name
+		w.conn.SetName(pipeName[max(0, len(pipeName)-MaxName):])
+	}
 	p.mu.Unlock()
 }
 

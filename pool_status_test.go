@@ -49,9 +49,16 @@ func TestStatusPoolCounts(t *testing.T) {
 	for _, pr := range readStatus(t).Processes {
 		names[pr.Pid] = pr.Name
 	}
+	pipes := map[string]bool{}
+	for _, q := range readStatus(t).Queues {
+		pipes[q.Name] = q.Kind == "Pipe"
+	}
 	for _, w := range s.Workers {
 		if names[w.Pid] != w.Name || !strings.HasPrefix(w.Name, "PoolWorker-") {
 			t.Fatalf("worker %+v listed as %q", w, names[w.Pid])
+		}
+		if !pipes["status-pool/"+w.Name] {
+			t.Fatalf("no pipe named after %s in %v", w.Name, pipes)
 		}
 	}
 	// A running task shows with its age.
