@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,9 @@ func runChild(inh spawn.Inherited) {
 		if !returned {
 			// runtime.Goexit in the target (t.FailNow does): the child
 			// would wait forever once the deferred calls have run.
+			if !b.Quiet {
+				printFailure(b.Name, &callError{Message: goexitMessage})
+			}
 			Shutdown()
 			report(ctl, outcome{Message: goexitMessage})
 			os.Exit(1)
@@ -105,18 +109,40 @@ func runChild(inh spawn.Inherited) {
 	}()
 	_, cerr := t.call(context.Background(), recv, args)
 	returned = true
+	if cerr != nil && !b.Quiet {
+		printFailure(b.Name, cerr)
+	}
 	Shutdown()
 	code := 0
 	var out outcome
 	if cerr != nil {
 		code = 1
 		out = outcome{Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack, Limit: limitOf(cerr.err)}
-		if b.Isolated {
+		if !b.Isolated {
+			out.Errs = encodeError(cerr.err)
+		} else {
 			out = *out.sanitized() // what the parent would keep, within what it reads
 		}
 	}
 	report(ctl, out)
 	os.Exit(code)
+}
+
+// printFailure prints the failure of the child's function on its stderr,
+// as Python prints a child's traceback: "Process <name>:", then the error,
+// or the panic and the stack.
+func printFailure(name string, cerr *callError) {
+	var b strings.Builder
+	b.WriteString("Process " + name + ":\n")
+	if cerr.Panicked {
+		b.WriteString("panic: " + cerr.Message + "\n\n" + cerr.Stack)
+	} else {
+		b.WriteString("error: " + cerr.Message)
+	}
+	if !strings.HasSuffix(b.String(), "\n") {
+		b.WriteByte('\n')
+	}
+	os.Stderr.WriteString(b.String())
 }
 
 func report(ctl net.Conn, out outcome) {
