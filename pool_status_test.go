@@ -148,7 +148,7 @@ func TestStatusPoolFaults(t *testing.T) {
 				return 0, errors.New("three")
 			}
 			return x, nil
-		}, ints(10), mp.ChunkSize(1)); err == nil {
+		}, ints(10), mp.WithChunkSize(1)); err == nil {
 			t.Fatal("no error")
 		}
 		s := poolNamed(t, "status-threads")

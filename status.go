@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -52,10 +53,10 @@ type Status struct {
 
 // ProcessStatus describes one process.
 type ProcessStatus struct {
-	// Name is the process's name ("MainProcess", "Process-1", a pool's
-	// "PoolWorker-3") where the calling process knows it: for itself and
-	// its own children; for deeper descendants, the kernel's name for the
-	// process.
+	// Name is the process's name ("MainProcess", "Process-1:2", a pool's
+	// "PoolWorker-3"): for deeper descendants than children, as their
+	// command line says it; for processes that are not the library's (a
+	// command a child runs), the kernel's name for them.
 	Name    string
 	Pid     int
 	Parent  int
@@ -339,6 +340,12 @@ func readProcesses() []ProcessStatus {
 			ps.Name, ps.Daemon = self.info.Name, self.info.Daemon
 		case p != nil:
 			ps.Name, ps.Daemon = p.Name, p.Daemon
+		case len(info.Cmdline) == 1 && len(os.Args) > 0:
+			// A deeper descendant of the tree: its command line is the
+			// program's name, then its own (see Process).
+			if name, ok := strings.CutPrefix(info.Cmdline[0], os.Args[0]+" "); ok {
+				ps.Name = name
+			}
 		}
 		out = append(out, ps)
 		kids := proc.Children(pid)

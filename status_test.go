@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -296,5 +297,44 @@ func TestStatusBlockedGet(t *testing.T) {
 	}
 	if s := queueNamed(t, readStatus(t), "status-blocked"); s.BlockedGets != 0 || s.Gets != 1 || s.Len != 0 {
 		t.Fatalf("after the Get: %+v", s)
+	}
+}
+
+// startGrandchild, in a child, starts a grandchild named name that holds
+// lock, and waits for it.
+func startGrandchild(lock *mp.Lock, flag, name string) error {
+	p := mp.NewProcess(holdLock, lock, flag)
+	p.Name = name
+	if err := p.Start(); err != nil {
+		return err
+	}
+	return p.Join(context.Background())
+}
+
+func init() { mp.Register(startGrandchild) }
+
+// TestStatusGrandchild: a process below a child shows with its name and
+// parent.
+func TestStatusGrandchild(t *testing.T) {
+	l := mp.Must(mp.NewLock())
+	defer l.Close()
+	flag := filepath.Join(t.TempDir(), "held")
+	p := mp.NewProcess(startGrandchild, l, flag, "Grand-Child")
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.Kill()
+		join(t, p)
+	}()
+	awaitFile(t, flag)
+	var found bool
+	for _, s := range readStatus(t).Processes {
+		if s.Name == "Grand-Child" {
+			found = s.Parent == p.Pid()
+		}
+	}
+	if !found {
+		t.Fatalf("no Grand-Child below %d in %+v", p.Pid(), readStatus(t).Processes)
 	}
 }

@@ -106,7 +106,7 @@ func main() {
 	for batch := 1; ctx.Err() == nil; batch++ {
 		// A worker killed from outside fails its task; the pool replaces
 		// it and the next batch goes on.
-		if _, err := mp.Map[int](ctx, pool, square, items, mp.ChunkSize(4)); err != nil && ctx.Err() == nil {
+		if _, err := mp.Map[int](ctx, pool, square, items, mp.WithChunkSize(4)); err != nil && ctx.Err() == nil {
 			fmt.Printf("batch %d: %v\n", batch, err)
 		}
 	}
