@@ -106,6 +106,7 @@ type Pool struct {
 	joined       chan struct{} // closed once, besides, the callbacks have run
 
 	callbacks callbackRunner
+	stats     poolStats // guarded by mu
 }
 
 type poolConfig struct {
@@ -241,6 +242,7 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	p := &Pool{cfg: cfg, threads: threads, workers: make(map[*worker]struct{}), running: make(map[*job]struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	p.callbacks.start()
+	registerPool(p)
 	return p, nil
 }
 

@@ -219,6 +219,7 @@ func (w *worker) receiveIsolated() {
 			return
 		}
 		j := w.inflight[0]
+		p.stats.answered(j, &rep, w.since)
 		w.inflight[0] = nil
 		w.inflight = w.inflight[1:]
 		w.iso.running = 0

@@ -488,3 +488,26 @@ func BenchmarkPoolIsolatedMap(b *testing.B) {
 	}
 	reportTasks(b, b.N, start)
 }
+
+// An isolated pool has no pipes to name, and still shows on the status
+// page with its counts.
+func TestIsolatedPoolStatus(t *testing.T) {
+	p := isolatedPool(t, 2, mp.Limits{})
+	p.SetName("untrusted")
+	if _, err := mp.Map[int](within(t), p, squareOrFail, []int{2, 3, 4}, mp.WithChunkSize(1)); err == nil {
+		t.Fatal("Map of an odd item succeeded")
+	}
+	st, err := mp.ReadStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ps := range st.Pools {
+		if ps.Name == "untrusted" {
+			if ps.Done != 2 || ps.Failed != 1 || len(ps.Workers) != 2 {
+				t.Fatalf("status = %+v, want 2 done, 1 failed, 2 workers", ps)
+			}
+			return
+		}
+	}
+	t.Fatalf("no pool named untrusted in %+v", st.Pools)
+}

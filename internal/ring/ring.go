@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"github.com/multiproc/mp/internal/errs"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -16,17 +17,17 @@ import (
 
 var (
 	// ErrFull is returned by TryPut when the ring holds capacity messages.
-	ErrFull = errors.New("ring: full")
+	ErrFull = errs.Full
 	// ErrEmpty is returned by TryGet when no message is ready.
-	ErrEmpty = errors.New("ring: empty")
+	ErrEmpty = errs.Empty
 	// ErrClosed is returned by puts after Close, and by gets once the ring
 	// is closed and drained.
-	ErrClosed = errors.New("ring: closed")
+	ErrClosed = errs.Closed
 	// ErrTooLarge is returned by puts of messages longer than MaxMessage.
-	ErrTooLarge = errors.New("ring: message too large")
+	ErrTooLarge = errs.TooLarge
 	// ErrCorrupt is returned (wrapped) by gets that find a cell whose
 	// contents cannot be valid; the cell is consumed.
-	ErrCorrupt = errors.New("ring: corrupt cell")
+	ErrCorrupt = errs.Corrupt
 	// ErrBadRing is returned (wrapped) by Open for an offset that is not a
 	// ring.
 	ErrBadRing = errors.New("ring: not a ring")
@@ -37,7 +38,7 @@ var (
 
 const (
 	// MaxMessage is the longest message a ring carries.
-	MaxMessage = 64 << 20
+	MaxMessage = errs.MaxMessage
 	// DefaultInline is the longest message New's rings carry inline.
 	DefaultInline = 96
 	// MaxInline is the largest inline capacity NewSized accepts.
@@ -344,7 +345,7 @@ const (
 
 func checkLen(head, body []byte) error {
 	if n := len(head) + len(body); n > MaxMessage {
-		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, n, MaxMessage)
+		return fmt.Errorf("%w: a message of %d bytes (at most %d)", ErrTooLarge, n, MaxMessage)
 	}
 	return nil
 }
@@ -419,7 +420,7 @@ func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 				if off, err = r.oolBlock(c, n); err == nil {
 					copy(r.a.Bytes(off, n)[copy(r.a.Bytes(off, n), head):], body)
 				} else {
-					err = fmt.Errorf("ring: out-of-line message of %d bytes: %w", n, err)
+					err = fmt.Errorf("no room for a %d-byte message: %w", n, err)
 					c.flags = flagSkip
 					atomic.StoreUint64(&c.ool, 0)
 				}
@@ -626,14 +627,12 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut, limit int) ([]byte, status, ui
 		case d >= 0:
 			// Claimed by another consumer already (or head is stale). A
 			// cell of position pos has seq pos or pos+1; one a lap on
-			// only if head has moved on since it was read.
-			// Nor is it more than free for the next lap while head is
-			// still at pos. Free for the next lap it may be: a dead
-			// producer's cell ahead of head is released that way by
-			// whoever recovers it (head cannot move past the messages
-			// before it), and the consumer that reaches it skips it.
+			// only if head has moved on since it was read: the consumer
+			// that takes a message moves head past it before it frees
+			// the cell for the next lap, so a cell free for the next lap
+			// while head is still at pos is corrupt.
 			if (uint32(d)+1)&uint32(r.mask) > 1 ||
-				(d >= int32(r.capacity) && atomic.LoadUint64(r.head) == pos) {
+				(d >= int32(r.capacity)-1 && atomic.LoadUint64(r.head) == pos) {
 				return nil, done, 0, 0, r.corrupt("get", pos, st)
 			}
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
@@ -839,7 +838,6 @@ func (r *seg) recoverCell(c *cell, st uint64) bool {
 	h := atomic.LoadUint64(r.head)
 	pos := h + uint64(int64(int32(p32-uint32(h))))
 	atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
-	atomic.CompareAndSwapUint64(r.head, pos, pos+1)
 	if off := atomic.SwapUint64(&c.ool, 0); off != 0 {
 		// Only a block the dead process recorded itself is freed; check
 		// it is one, in case the cell is corrupt.
@@ -848,11 +846,21 @@ func (r *seg) recoverCell(c *cell, st uint64) bool {
 		}
 	}
 	if reading {
+		// Its message was taken, and is lost: the cell is free for the
+		// next lap, and head moves past it if the reader died first.
 		atomic.AddUint64(r.lost, 1)
+		atomic.CompareAndSwapUint64(r.head, pos, pos+1)
+		atomic.StoreUint64(&c.state, mkState(p32+uint32(r.capacity), 0))
 	} else {
+		// Its message was never written: the cell is published as a skip,
+		// which the consumer that reaches it passes over like any other
+		// message. (Released straight for the next lap, it would look to
+		// that consumer like a cell already taken, the state a corrupt
+		// one can also have, and the consumer could not tell them apart.)
 		atomic.AddUint64(r.skipped, 1)
+		c.flags = flagSkip
+		atomic.StoreUint64(&c.state, mkState(p32+1, 0))
 	}
-	atomic.StoreUint64(&c.state, mkState(p32+uint32(r.capacity), 0))
 	r.wakePutter()
 	// Consumers may be parked behind this cell.
 	atomic.AddUint32(r.notEmpty, 1)
