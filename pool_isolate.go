@@ -188,6 +188,9 @@ func (w *worker) receiveIsolated() {
 			p.mu.Lock()
 			ok := !w.ready
 			w.ready, p.failedStarts = true, 0
+			if ok && len(w.inflight) > 0 && w.stop == nil {
+				w.armLocked(w.inflight[0]) // as receive does
+			}
 			p.mu.Unlock()
 			if !ok {
 				w.refuse(errors.New("said twice that it was ready"))
