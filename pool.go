@@ -84,6 +84,7 @@ type Pool struct {
 	workers      map[*worker]struct{}
 	closed       bool
 	terminated   bool
+	stopping     bool  // the process is stopping (NotifyContext, SIGTERM): nothing more starts
 	admitted     int   // submitters admitted before Close that may still submit (Map, MapAsync, Imap)
 	broken       error // an initializer failed: every task fails with it
 	failedStarts int   // workers in a row that died before they were ready
@@ -224,7 +225,23 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	p := &Pool{cfg: cfg, threads: threads, workers: make(map[*worker]struct{}), running: make(map[*job]struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	p.callbacks.start()
+	trackPool(p)
 	return p, nil
+}
+
+// stopForTree is what a stopping process does to its pool: no queued task
+// starts (they fail with ErrStopped), and no worker is replaced; the tasks
+// running go on, their contexts cancelled by the stop, for the grace
+// period.
+func (p *Pool) stopForTree() {
+	p.mu.Lock()
+	p.stopping = true
+	q := p.drainLocked()
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	for _, j := range q {
+		j.fail(ErrStopped)
+	}
 }
 
 // Close stops the pool from accepting work; it never drops work: what was
@@ -260,6 +277,7 @@ func (p *Pool) Terminate() {
 		p.wg.Wait()
 	}
 	p.callbacks.stop()
+	untrackPool(p)
 }
 
 // terminateLocked kills the workers and returns the queued jobs, for the
@@ -296,6 +314,7 @@ func (p *Pool) Join(ctx context.Context) error {
 		go func() {
 			p.wg.Wait()
 			close(p.exited)
+			untrackPool(p)
 			p.callbacks.stop()
 			close(p.joined)
 		}()
@@ -345,6 +364,8 @@ func (p *Pool) admit() error {
 		return ErrPoolClosed
 	case p.broken != nil:
 		return p.broken
+	case p.stopping:
+		return ErrStopped
 	}
 	p.admitted++
 	return nil
@@ -376,6 +397,8 @@ func (p *Pool) submit(admitted bool, jobs ...*job) error {
 		return ErrPoolClosed
 	case p.broken != nil:
 		return p.broken
+	case p.stopping:
+		return ErrStopped
 	}
 	for _, j := range jobs {
 		p.nextID++
@@ -396,7 +419,7 @@ func (p *Pool) submit(admitted bool, jobs ...*job) error {
 // than given out. It is called with p.mu held.
 func (p *Pool) nextLocked(room, retire func() bool, steal func() *job) *job {
 	for {
-		if p.terminated || p.broken != nil {
+		if p.terminated || p.broken != nil || p.stopping {
 			return nil
 		}
 		if len(p.queue) == 0 && steal != nil && room() {

@@ -126,8 +126,7 @@ func (r *batchRun) runFrom(from int) (i int) {
 		if done != nil {
 			select {
 			case <-done:
-				err := r.ctx.Err()
-				r.fail(i, &callError{Message: err.Error(), err: err})
+				r.fail(i, notStarted(r.ctx.Err()))
 				continue
 			default:
 			}

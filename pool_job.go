@@ -145,7 +145,7 @@ var sentinels struct {
 
 func init() {
 	RegisterError(context.Canceled, context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF,
-		os.ErrNotExist, os.ErrExist, os.ErrPermission, ErrUnencodable, ErrBadArguments, ErrNotRegistered, ErrTooLarge)
+		os.ErrNotExist, os.ErrExist, os.ErrPermission, ErrUnencodable, ErrBadArguments, ErrNotRegistered, ErrTooLarge, ErrStopped)
 }
 
 // RegisterError records sentinel errors that tasks of process pools may
