@@ -33,7 +33,8 @@ import (
 //     by SIGTERM (ExitCode -15), once it has reported its function's
 //     outcome and waited for its own children; a child whose function
 //     takes no context dies at once, as without the stop;
-//   - a second signal during the grace period kills the subtree at once.
+//   - in the root, a second signal during the grace period kills the tree
+//     at once; Kill does so for a child.
 
 // ErrStopped is the error of work that never ran because the process tree
 // was stopping (see NotifyContext): a pool task still queued, or a Map
@@ -198,7 +199,10 @@ func killNow(sig os.Signal) {
 }
 
 // catchTerm makes SIGTERM stop this child gracefully: cancel cancels the
-// context its function was given. A second SIGTERM kills at once.
+// context its function was given. Later SIGTERMs change nothing: one
+// Terminate sends two (to the child and to its process group), and a
+// service manager may signal every process of the tree besides its parent.
+// Kill is the way to end it at once.
 func catchTerm(cancel context.CancelCauseFunc) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGTERM)
@@ -206,8 +210,5 @@ func catchTerm(cancel context.CancelCauseFunc) {
 		<-ch
 		beginStop(syscall.SIGTERM, false)
 		cancel(&SignalError{Signal: syscall.SIGTERM})
-		<-ch
-		spawn.KillAll()
-		spawn.DieBySignal(syscall.SIGTERM)
 	}()
 }

@@ -426,8 +426,9 @@ func (p *Process) ExitCode() (code int, exited bool) {
 // function the child runs takes a context.Context, that context is
 // cancelled, the child's own children are sent SIGTERM in turn, and the
 // child has the grace period (SetShutdownGrace, as it was at Start) to
-// return before it is killed with SIGKILL with its whole subtree; a second
-// Terminate meanwhile kills at once. A function without a context dies at
+// return before it is killed with SIGKILL with its whole subtree (Kill
+// meanwhile kills at once; another Terminate changes nothing). A function
+// without a context dies at
 // once, and its own children with it. Either way, unless killed after the
 // grace period, the exit code is -15 (SIGTERM), as in Python: a child whose
 // function returned reports its outcome, waits for its children, then ends
