@@ -441,3 +441,29 @@ func TestTerminateStubbornKilledAfterGrace(t *testing.T) {
 		t.Error("the child did not see its context cancelled")
 	}
 }
+
+// TestBadValueMessages: a value out of range is named, with what is wrong
+// with it, not reported as arguments that do not match a function; the
+// error still matches ErrBadArguments.
+func TestBadValueMessages(t *testing.T) {
+	_, semErr := mp.NewSemaphore(-1)
+	_, barErr := mp.NewBarrier(0, nil)
+	_, poolErr := mp.NewPool(1, mp.WithTaskTimeout(-time.Second))
+	_, nErr := mp.NewThreadPool(-2)
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{semErr, "mp: NewSemaphore(-1): a semaphore's value must be from 0 to"},
+		{barErr, "mp: NewBarrier(0, ...): a barrier has from 1 to"},
+		{poolErr, "mp: WithTaskTimeout(-1s): a task timeout must be 0 (none) or more"},
+		{nErr, "mp: a pool of -2 workers: the number must be 0 (CPUCount) or more"},
+	} {
+		if !errors.Is(c.err, mp.ErrBadArguments) {
+			t.Errorf("%v does not match ErrBadArguments", c.err)
+		}
+		if c.err == nil || !strings.HasPrefix(c.err.Error(), c.want) || strings.Contains(c.err.Error(), "do not match") {
+			t.Errorf("error %q, want one starting %q", c.err, c.want)
+		}
+	}
+}

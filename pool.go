@@ -193,7 +193,7 @@ func NewThreadPool(n int, opts ...PoolOption) (*Pool, error) {
 
 func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	if n < 0 {
-		return nil, fmt.Errorf("%w: a pool of %d workers", ErrBadArguments, n)
+		return nil, badValue("a pool of %d workers: the number must be 0 (CPUCount) or more", n)
 	}
 	if n == 0 {
 		n = CPUCount()
@@ -216,8 +216,15 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 			return nil, fmt.Errorf("mp: pool initializer: %w", err)
 		}
 	}
-	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 || cfg.maxRSS < 0 {
-		return nil, fmt.Errorf("%w: negative pool option", ErrBadArguments)
+	switch {
+	case cfg.timeout < 0:
+		return nil, badValue("WithTaskTimeout(%v): a task timeout must be 0 (none) or more", cfg.timeout)
+	case cfg.maxTasks < 0:
+		return nil, badValue("WithMaxTasksPerChild(%d): the number of tasks must be 0 (no limit) or more", cfg.maxTasks)
+	case cfg.retries < 0:
+		return nil, badValue("WithRetries(%d): the number of retries must be 0 or more", cfg.retries)
+	case cfg.maxRSS < 0:
+		return nil, badValue("WithMaxMemoryPerChild(%d): the number of bytes must be 0 (no limit) or more", cfg.maxRSS)
 	}
 	if !threads && !initialized.Load() {
 		return nil, ErrNotInitialized
