@@ -60,6 +60,14 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // the pool's task timeout, has its worker killed and replaced, and fails
 // with the context's error.
 //
+// When the process stops (NotifyContext caught a signal, or the process is
+// a child sent SIGTERM), its pools start no queued task (those fail with
+// ErrStopped) and replace no worker; the running tasks see their contexts
+// cancelled and have the grace period to return, and their results are
+// delivered. A thread pool's running tasks fail at once with their
+// context's error, if it was the cancelled one, as goroutines cannot be
+// killed.
+//
 // A process pool's tasks may start processes and pools of their own
 // (Python's daemonic workers may not); those die with the worker if it is
 // killed or dies. A task should join or terminate what it started: a

@@ -109,7 +109,7 @@ var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (FailFas
 // of the standard library's: context.Canceled, context.DeadlineExceeded,
 // io.EOF, io.ErrUnexpectedEOF, fs.ErrNotExist, fs.ErrExist,
 // fs.ErrPermission, and this package's ErrUnencodable, ErrBadArguments,
-// ErrNotRegistered and ErrTooLarge), so errors.Is works on it in the
+// ErrNotRegistered, ErrTooLarge and ErrStopped), so errors.Is works on it in the
 // parent. In a thread pool, a returned error is passed on as it is, not as
 // a TaskError.
 type TaskError struct {

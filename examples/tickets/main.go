@@ -61,6 +61,11 @@
 // is a plain write. The elapsed time runs from the opening of sales until
 // every buyer has been answered and the database holds the final count.
 //
+// Ctrl-C or SIGTERM stops the rush under way (mp.NotifyContext): buyers
+// stop after the purchase they are making and report what they bought, the
+// memory strategy's writer still writes the count back, and the program
+// exits with status 130 or 143 after printing the table so far.
+//
 // The database is replaced by renaming a new file over it rather than
 // rewritten in place, so a reader sees the old record or the new one, never
 // a half-written file: the race shown here is the one between a buyer's
