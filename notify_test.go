@@ -154,7 +154,12 @@ func startProgram(t *testing.T, name string, env ...string) *program {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestScenarioHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), append(env, scenarioEnv+"="+name, "MP_TEST_DIR="+dir, "GORACE=atexit_sleep_ms=0")...)
-	cmd.Stderr = os.Stderr
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +189,15 @@ func (pr *program) wait(t *testing.T) int {
 		t.Fatal(pr.err)
 	}
 	return pr.cmd.ProcessState.ExitCode()
+}
+
+// quiet fails t if the program wrote anything on stderr: no process of the
+// tree complains of being stopped.
+func (pr *program) quiet(t *testing.T) {
+	t.Helper()
+	if b, _ := os.ReadFile(filepath.Join(pr.dir, "stderr")); len(b) > 0 {
+		t.Errorf("the program wrote on stderr:\n%s", b)
+	}
 }
 
 func (pr *program) signal(t *testing.T, sig syscall.Signal) {
@@ -255,6 +269,7 @@ func TestStopPoolMap(t *testing.T) {
 			if code := pr.wait(t); code != s.code {
 				t.Errorf("exit status %d, want %d", code, s.code)
 			}
+			pr.quiet(t)
 			res := make([]int, 20)
 			var notRun []int
 			for i := range res {
@@ -316,6 +331,7 @@ func TestStopTree(t *testing.T) {
 			if code := pr.wait(t); code != s.code {
 				t.Errorf("exit status %d, want %d", code, s.code)
 			}
+			pr.quiet(t)
 			if got := readFile(t, filepath.Join(pr.dir, "result")); got != "-15" {
 				t.Errorf("the first level's exit code is %s, want -15", got)
 			}
@@ -465,5 +481,44 @@ func TestBadValueMessages(t *testing.T) {
 		if c.err == nil || !strings.HasPrefix(c.err.Error(), c.want) || strings.Contains(c.err.Error(), "do not match") {
 			t.Errorf("error %q, want one starting %q", c.err, c.want)
 		}
+	}
+}
+
+func init() { mp.Register(waitCancelValue) }
+
+// waitCancelValue records its worker's pid, waits for its context, and
+// returns a value that shows it saw it end.
+func waitCancelValue(ctx context.Context, dir string) (string, error) {
+	if err := writeFile(filepath.Join(dir, "worker"), strconv.Itoa(os.Getpid())); err != nil {
+		return "", err
+	}
+	<-ctx.Done()
+	return "saw " + context.Cause(ctx).Error(), nil
+}
+
+// TestWorkerSIGTERM: an operator's SIGTERM to one pool worker reaches the
+// task it runs as cancellation; the task's result is delivered, and the
+// pool replaces the worker and goes on.
+func TestWorkerSIGTERM(t *testing.T) {
+	pool, err := mp.NewPool(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Terminate()
+	dir := t.TempDir()
+	a := mp.ApplyAsync[string](pool, waitCancelValue, []any{dir})
+	pid, err := strconv.Atoi(awaitContent(t, filepath.Join(dir, "worker")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Get(context.Background())
+	if err != nil || got != "saw mp: terminated signal received" {
+		t.Fatalf("Get: %q, %v", got, err)
+	}
+	if n, err := mp.Apply[int](context.Background(), pool, square, 7); err != nil || n != 49 {
+		t.Fatalf("the pool after its worker's SIGTERM: %d, %v", n, err)
 	}
 }
