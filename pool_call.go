@@ -411,7 +411,8 @@ func (e *MapError) Unwrap() []error { return e.Errs }
 // child sent SIGTERM), Map waits for the running tasks, which see their
 // contexts cancelled and have the grace period: it returns the results
 // computed, and a *MapError in which the items that never ran fail with
-// ErrStopped (MapError.NotRun).
+// ErrStopped (MapError.NotRun). A Map begun once the process is stopping
+// fails with ErrStopped.
 //
 // A Map that has begun is not cut short by Close from another goroutine:
 // all its items run.
