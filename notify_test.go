@@ -522,3 +522,60 @@ func TestWorkerSIGTERM(t *testing.T) {
 		t.Fatalf("the pool after its worker's SIGTERM: %d, %v", n, err)
 	}
 }
+
+func init() { mp.Register(childMap) }
+
+// childMap is stopPoolMap's Map in a child process, stopped by its own
+// SIGTERM rather than by a signal to the root.
+func childMap(ctx context.Context, dir string) error {
+	pool, err := mp.NewPool(2)
+	if err != nil {
+		return err
+	}
+	defer pool.Terminate()
+	args := make([][]any, 20)
+	for i := range args {
+		args[i] = []any{dir, i}
+	}
+	res, err := mp.Starmap[int](ctx, pool, stopTask, args, mp.ChunkSize(1))
+	var me *mp.MapError
+	if !errors.As(err, &me) {
+		return fmt.Errorf("Map returned %v, want a *MapError", err)
+	}
+	return writeFile(filepath.Join(dir, "result"), fmt.Sprintf("%v;%v", res, me.NotRun()))
+}
+
+// TestTerminateStopsChildsPool: Terminate of a child in the middle of a Map
+// over its own pool stops that pool as NotifyContext stops the root's: the
+// results computed are delivered, the queued items never run, and the
+// child exits as terminated.
+func TestTerminateStopsChildsPool(t *testing.T) {
+	dir := t.TempDir()
+	p := mp.NewProcess(childMap, dir)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	running := awaitRunning(t, dir, 2)
+	p.Terminate()
+	err := p.Join(context.Background())
+	var pe *mp.ProcessError
+	if !errors.As(err, &pe) || pe.ExitCode != -15 || pe.Message != "" {
+		t.Fatalf("Join: %v, want a *ProcessError with exit code -15 and no message", err)
+	}
+	res := make([]int, 20)
+	var notRun []int
+	for i := range res {
+		switch {
+		case i < 4:
+			res[i] = i * i
+		case slices.Contains(running, i):
+			res[i] = 1000 + i
+		default:
+			notRun = append(notRun, i)
+		}
+	}
+	if got, want := readFile(t, filepath.Join(dir, "result")), fmt.Sprintf("%v;%v", res, notRun); got != want {
+		t.Errorf("Map in the child returned %s, want %s", got, want)
+	}
+	checkGone(t, append(pidsIn(t, dir, "pid-"), pidsIn(t, dir, "running-")...))
+}
