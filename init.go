@@ -130,12 +130,14 @@ func runChild(inh spawn.Inherited) {
 	endChild(code)
 }
 
-// endChild exits with code, or, if SIGTERM stopped the child, as killed by
-// SIGTERM: that is what the parent, and Python, expect of a terminated
-// process, however gracefully it ended.
+// endChild exits with code, or, if a signal stopped the child (SIGTERM),
+// as killed by it: that is what the parent, and Python, expect of a
+// terminated process, however gracefully it ended.
 func endChild(code int) {
 	if stopping() {
-		spawn.DieBySignal(syscall.SIGTERM)
+		if sig, ok := treeStop.sig.(syscall.Signal); ok {
+			spawn.DieBySignal(sig)
+		}
 	}
 	os.Exit(code)
 }
@@ -228,8 +230,8 @@ func ShutdownContext(ctx context.Context) error {
 	defer spawn.ReapAdopted()
 	children := ActiveChildren()
 	var daemons []*Process
-	// A stopping tree has sent its children SIGTERM, and kills them after
-	// the grace period: a second SIGTERM would kill them at once.
+	// A stopping tree has sent its children SIGTERM, and kills them at the
+	// end of its grace period, which a new one must not extend.
 	if !stopping() {
 		for _, p := range children {
 			if p.Daemon {
