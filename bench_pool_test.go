@@ -45,7 +45,7 @@ func BenchmarkPoolMapChunk1(b *testing.B) {
 	items := benchItems(b.N)
 	b.ResetTimer()
 	start := time.Now()
-	if _, err := mp.Map[int](context.Background(), p, identity, items, mp.ChunkSize(1)); err != nil {
+	if _, err := mp.Map[int](context.Background(), p, identity, items, mp.WithChunkSize(1)); err != nil {
 		b.Fatal(err)
 	}
 	reportTasks(b, b.N, start)

@@ -160,6 +160,14 @@ func init() { mp.Register(benchPipeEcho) }
 // sends it back; ns/op is one round trip. Its floor is
 // BenchmarkFutexPingPong (CPython's Pipe: 48 µs here).
 func BenchmarkPipeRoundTrip(b *testing.B) {
+	b.Run("idle", benchPipeRoundTrip)
+	b.Run("busy", func(b *testing.B) {
+		busyMachine(b)
+		benchPipeRoundTrip(b)
+	})
+}
+
+func benchPipeRoundTrip(b *testing.B) {
 	a, c, err := mp.Pipe(true)
 	if err != nil {
 		b.Fatal(err)

@@ -230,6 +230,10 @@ func benchEvent(b *testing.B, cancellable bool) {
 func BenchmarkFutexPingPong(b *testing.B) {
 	b.Run("locked", func(b *testing.B) { benchFutex(b, true) })
 	b.Run("unlocked", func(b *testing.B) { benchFutex(b, false) })
+	b.Run("busy", func(b *testing.B) {
+		busyMachine(b)
+		benchFutex(b, false)
+	})
 }
 
 func benchFutex(b *testing.B, lockThread bool) {

@@ -250,7 +250,7 @@ func TestChildCommandLineHoldsNoParentArguments(t *testing.T) {
 	}
 	// The test binary runs with -test.* flags (a program's secrets, in
 	// general): none of them may reach the child's command line.
-	if got, want := readFile(t, out), os.Args[0]+"\x00"; got != want {
+	if got, want := readFile(t, out), os.Args[0]+" "+p.Name+"\x00"; got != want {
 		t.Fatalf("child's cmdline = %q, want %q", got, want)
 	}
 }

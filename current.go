@@ -77,3 +77,68 @@ func defaultName(kind string, identity []int) string {
 	}
 	return kind + "-" + strings.Join(parts, ":")
 }
+
+// ThreadInfo describes a thread of execution of this process, as Python's
+// threading.current_thread() does: a Thread, a goroutine of a thread pool,
+// or the main thread.
+type ThreadInfo struct {
+	// Name is the Thread's Name, "ThreadPoolWorker-N" for the N-th
+	// goroutine of a thread pool, or "MainThread".
+	Name string
+	// Ident identifies the goroutine that runs the thread (Python's
+	// ident); the main goroutine's is 1.
+	Ident uint64
+	// Daemon is the Thread's Daemon field; true for a thread pool's
+	// goroutines (as Python's are), false for MainThread.
+	Daemon bool
+}
+
+// mainThread is what CurrentThread returns outside any Thread.
+var mainThread = ThreadInfo{Name: "MainThread", Ident: 1}
+
+// runningThreads maps the goroutines running Threads and thread pools' tasks to
+// their descriptions.
+var runningThreads struct {
+	sync.RWMutex
+	byGoroutine map[uint64]ThreadInfo
+}
+
+// CurrentThread describes the calling thread, like Python's
+// threading.current_thread(): called from a Thread's function or a thread
+// pool's task, that Thread or the pool's goroutine; called anywhere else
+// (main, or a goroutine the program started itself), the main thread, as
+// Python answers outside the threads it started. It is safe to call from
+// any goroutine.
+func CurrentThread() ThreadInfo {
+	runningThreads.RLock()
+	empty := len(runningThreads.byGoroutine) == 0
+	runningThreads.RUnlock()
+	if empty {
+		return mainThread
+	}
+	id := goid()
+	runningThreads.RLock()
+	info, ok := runningThreads.byGoroutine[id]
+	runningThreads.RUnlock()
+	if !ok {
+		return mainThread
+	}
+	return info
+}
+
+// enterThread records that the calling goroutine runs the thread info
+// (whose Ident it fills in), until the returned function is called.
+func enterThread(info ThreadInfo) (leave func()) {
+	info.Ident = goid()
+	runningThreads.Lock()
+	if runningThreads.byGoroutine == nil {
+		runningThreads.byGoroutine = make(map[uint64]ThreadInfo)
+	}
+	runningThreads.byGoroutine[info.Ident] = info
+	runningThreads.Unlock()
+	return func() {
+		runningThreads.Lock()
+		delete(runningThreads.byGoroutine, info.Ident)
+		runningThreads.Unlock()
+	}
+}

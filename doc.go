@@ -40,6 +40,22 @@
 // Thread has the same methods as Process and runs its function in a
 // goroutine, sharing memory with its caller, as Python's threading.Thread.
 //
+// # Pools
+//
+// A Pool runs functions in worker processes (NewPool) or goroutines
+// (NewThreadPool) through generic calls, since methods cannot have type
+// parameters: Apply, ApplyAsync, Map, MapAsync, Starmap, StarmapAsync,
+// Imap and ImapUnordered. Apply takes a call's arguments one by one, as
+// NewProcess and NewThread do; ApplyAsync takes them as one slice, as
+// Python's apply_async(func, args) takes a tuple, because its options
+// (WithCallback, WithErrorCallback) follow them and Go allows nothing
+// after variadic arguments; Starmap and StarmapAsync take one slice per
+// call:
+//
+//	n, err := mp.Apply[int](ctx, pool, add, 2, 3)
+//	r := mp.ApplyAsync[int](pool, add, []any{2, 3}, mp.WithCallback(func(n int) { ... }))
+//	sums, err := mp.Starmap[int](ctx, pool, add, [][]any{{2, 3}, {4, 5}})
+//
 // # Lifetimes
 //
 // No process started by this package outlives its parent. A child is killed
@@ -94,5 +110,18 @@
 // Errors wrap the sentinel values of this package (ErrNotRegistered,
 // ErrBadArguments, ErrUnencodable, ...) for errors.Is, and a failed child is
 // a *ProcessError for errors.As, carrying its exit code, its error message
-// and, after a panic, its stack.
+// and, after a panic, its stack; a failed pool task is a *TaskError. Both
+// unwrap to what travelled of the child's error: the sentinels given to
+// RegisterError that it matched, for errors.Is, and the values of types
+// given to RegisterErrorType in its chain, fields intact, for errors.As.
+// A child whose function fails also prints it on its stderr, as Python
+// prints a child's traceback (Process.QuietErrors turns that off); a pool
+// task's failure is only returned.
+//
+// # Options
+//
+// Options are named With...: WithInitializer, WithTaskTimeout and the
+// other PoolOptions configure a pool; WithChunkSize, WithFailFast,
+// WithProgress, WithCallback and WithErrorCallback, the CallOptions,
+// configure one call of a pool; WithLock configures a shared value.
 package mp

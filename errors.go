@@ -82,7 +82,17 @@ type ProcessError struct {
 	// panicking goroutine's stack as printed in the child.
 	Panicked bool
 	Stack    string
+
+	errs []error
 }
+
+// Unwrap returns what the parent rebuilt of the function's error: the
+// values of error types given to RegisterErrorType in its chain, fields
+// intact, then the sentinel errors given to RegisterError that it matched
+// (see TaskError); for a Thread, the error itself. It is empty for a
+// panic, an exit without a report, and an isolated child, whose error
+// travels as its message only.
+func (e *ProcessError) Unwrap() []error { return e.errs }
 
 // Error describes the failure in one line: the child's message, or how it
 // exited.

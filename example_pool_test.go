@@ -29,7 +29,7 @@ func ExampleApplyAsync() {
 	pool := mp.Must(mp.NewPool(2))
 	var got []int // callbacks run one at a time, in the parent
 	for x := 1; x <= 5; x++ {
-		mp.ApplyAsync[int](pool, cubed, []any{x}, mp.Callback(func(c int) { got = append(got, c) }))
+		mp.ApplyAsync[int](pool, cubed, []any{x}, mp.WithCallback(func(c int) { got = append(got, c) }))
 	}
 	pool.Close()
 	if err := pool.Join(ctx); err != nil {
@@ -58,4 +58,45 @@ func ExampleImap() {
 	}
 	fmt.Println()
 	// Output: 1 8 27 64
+}
+
+func power(base, exp int) int {
+	r := 1
+	for range exp {
+		r *= base
+	}
+	return r
+}
+
+func init() { mp.Register(power) }
+
+// Python's starmap_async: functions of several arguments, without
+// waiting.
+func ExampleStarmapAsync() {
+	pool := mp.Must(mp.NewPool(2))
+	defer pool.Join(context.Background())
+	defer pool.Close()
+
+	r := mp.StarmapAsync[int](pool, power, [][]any{{2, 10}, {3, 3}, {10, 2}})
+	got, err := r.Get(context.Background())
+	fmt.Println(got, err)
+	// Output: [1024 27 100] <nil>
+}
+
+// Python's map_async with callback= and error_callback=: one of them runs,
+// once, in the parent, before Get returns; the callback gets the whole
+// slice of results.
+func ExampleMapAsync() {
+	pool := mp.Must(mp.NewPool(2))
+	defer pool.Join(context.Background())
+	defer pool.Close()
+
+	r := mp.MapAsync[int](pool, cubed, []int{1, 2, 3},
+		mp.WithCallback(func(cubes []int) { fmt.Println("callback:", cubes) }),
+		mp.WithErrorCallback(func(err error) { fmt.Println("error callback:", err) }))
+	cubes, err := r.Get(context.Background())
+	fmt.Println(cubes, err)
+	// Output:
+	// callback: [1 8 27]
+	// [1 8 27] <nil>
 }

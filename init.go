@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -109,6 +110,9 @@ func runChild(inh spawn.Inherited) {
 		if !returned {
 			// runtime.Goexit in the target (t.FailNow does): the child
 			// would wait forever once the deferred calls have run.
+			if !b.Quiet {
+				printFailure(b.Name, &callError{Message: goexitMessage})
+			}
 			ShutdownContext(context.Background())
 			report(ctl, outcome{Message: goexitMessage})
 			endChild(1)
@@ -116,13 +120,20 @@ func runChild(inh spawn.Inherited) {
 	}()
 	_, cerr := t.call(ctx, recv, args)
 	returned = true
+	// A function that returns its context's error once SIGTERM stopped it
+	// has not failed: it did as it was asked.
+	if cerr != nil && !b.Quiet && !(stopping() && errors.Is(cerr.err, context.Canceled)) {
+		printFailure(b.Name, cerr)
+	}
 	ShutdownContext(context.Background())
 	code := 0
 	var out outcome
 	if cerr != nil {
 		code = 1
 		out = outcome{Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack, Limit: limitOf(cerr.err)}
-		if b.Isolated {
+		if !b.Isolated {
+			out.Errs = encodeError(cerr.err)
+		} else {
 			out = *out.sanitized() // what the parent would keep, within what it reads
 		}
 	}
@@ -140,6 +151,23 @@ func endChild(code int) {
 		}
 	}
 	os.Exit(code)
+}
+
+// printFailure prints the failure of the child's function on its stderr,
+// as Python prints a child's traceback: "Process <name>:", then the error,
+// or the panic and the stack.
+func printFailure(name string, cerr *callError) {
+	var b strings.Builder
+	b.WriteString("Process " + name + ":\n")
+	if cerr.Panicked {
+		b.WriteString("panic: " + cerr.Message + "\n\n" + cerr.Stack)
+	} else {
+		b.WriteString("error: " + cerr.Message)
+	}
+	if !strings.HasSuffix(b.String(), "\n") {
+		b.WriteByte('\n')
+	}
+	os.Stderr.WriteString(b.String())
 }
 
 func report(ctl net.Conn, out outcome) {

@@ -457,7 +457,7 @@ func TestPoolRoundsGiveMemoryBack(t *testing.T) {
 	for i := range items {
 		items[i] = i
 	}
-	if _, err := mp.Map[int](ctx, p, square, items, mp.ChunkSize(1)); err != nil {
+	if _, err := mp.Map[int](ctx, p, square, items, mp.WithChunkSize(1)); err != nil {
 		t.Fatal(err)
 	}
 	p.Close()

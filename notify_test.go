@@ -58,7 +58,7 @@ func stopPoolMap(dir string) error {
 		items[i] = i
 		args[i] = []any{dir, i}
 	}
-	res, err := mp.Starmap[int](ctx, pool, stopTask, args, mp.ChunkSize(1))
+	res, err := mp.Starmap[int](ctx, pool, stopTask, args, mp.WithChunkSize(1))
 	var me *mp.MapError
 	if !errors.As(err, &me) {
 		return fmt.Errorf("Map returned %v, want a *MapError", err)
@@ -537,7 +537,7 @@ func childMap(ctx context.Context, dir string) error {
 	for i := range args {
 		args[i] = []any{dir, i}
 	}
-	res, err := mp.Starmap[int](ctx, pool, stopTask, args, mp.ChunkSize(1))
+	res, err := mp.Starmap[int](ctx, pool, stopTask, args, mp.WithChunkSize(1))
 	var me *mp.MapError
 	if !errors.As(err, &me) {
 		return fmt.Errorf("Map returned %v, want a *MapError", err)

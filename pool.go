@@ -68,6 +68,12 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // context's error, if it was the cancelled one, as goroutines cannot be
 // killed.
 //
+// A task's returned error or panic is not printed: it goes to the caller
+// (as Python's pools return a task's exception), a panic with the worker's
+// stack in TaskError.Stack. Only a worker's own failure, such as that of
+// its initializer, is printed on its stderr, as a Process's is (see
+// Process.QuietErrors).
+//
 // A process pool's tasks may start processes and pools of their own
 // (Python's daemonic workers may not); those die with the worker if it is
 // killed or dies. A task should join or terminate what it started: a
@@ -277,10 +283,10 @@ func (p *Pool) Close() {
 // whole process trees, fails every unfinished task with
 // ErrPoolTerminated, and waits for the workers to be gone. A thread pool's
 // goroutines cannot be killed: their tasks fail at once, and the
-// goroutines end when their functions return. Called from a Callback or
-// ErrorCallback, Terminate does not wait for the callbacks queued behind
-// the calling one: they run after it returns, with the tasks' outcomes
-// (ErrPoolTerminated for those it failed).
+// goroutines end when their functions return. Called from a callback
+// (WithCallback, WithErrorCallback), Terminate does not wait for the
+// callbacks queued behind the calling one: they run after it returns,
+// with the tasks' outcomes (ErrPoolTerminated for those it failed).
 func (p *Pool) Terminate() {
 	p.mu.Lock()
 	q := p.terminateLocked()
@@ -318,8 +324,8 @@ func (p *Pool) terminateLocked() []*job {
 // returns an error wrapping ErrBadArguments if the pool is neither closed
 // nor terminated (as Python raises ValueError), or ctx.Err(); once the
 // pool is done, it returns nil even if ctx has ended too. Called from a
-// Callback or ErrorCallback, Join waits for the workers only: the
-// callbacks queued behind the calling one run after it returns.
+// callback (WithCallback, WithErrorCallback), Join waits for the workers
+// only: the callbacks queued behind the calling one run after it returns.
 func (p *Pool) Join(ctx context.Context) error {
 	p.mu.Lock()
 	closed := p.closed

@@ -30,6 +30,14 @@ import (
 //
 // Functions of several arguments are called with Apply's arguments, with
 // ApplyAsync's args slice, or with Starmap's argument lists.
+//
+// Apply takes a call's arguments as NewProcess and NewThread do, one by
+// one after fn, since it takes no options. ApplyAsync takes them as one
+// slice, Python's args tuple of apply_async(func, args), because its
+// options (WithCallback, WithErrorCallback) come last, and Go allows
+// nothing after variadic arguments:
+//
+//	r := mp.ApplyAsync[int](pool, add, []any{2, 3}, mp.WithCallback(func(n int) { ... }))
 
 // AsyncResult is the result of work submitted without waiting for it
 // (ApplyAsync, MapAsync): Python's AsyncResult. Its methods may be called
@@ -39,6 +47,8 @@ type AsyncResult[R any] struct {
 	val    R
 	err    error
 	cancel context.CancelFunc
+	// cancelled: Cancel was called; its outcome runs no callback.
+	cancelled atomic.Bool
 	// For a task with callbacks: its outcome, in before the callbacks
 	// have run, for Get and Wait called from a callback.
 	early *earlyOutcome[R]
@@ -67,8 +77,8 @@ func (a *AsyncResult[R]) set(v R, err error) {
 // past its timeout, ErrPoolTerminated...), or ctx.Err(); a result that is
 // in is returned even if ctx has ended too.
 //
-// Called from a Callback or ErrorCallback, Get of a result whose own
-// callbacks have not run yet (the calling one's, or one queued behind it)
+// Called from a callback (WithCallback, WithErrorCallback), Get of a
+// result whose own callbacks have not run yet (the calling one's, or one queued behind it)
 // returns the task's outcome once the task is done, without waiting for
 // those callbacks, which run after the calling one returns.
 func (a *AsyncResult[R]) Get(ctx context.Context) (R, error) {
@@ -124,44 +134,18 @@ func (a *AsyncResult[R]) Successful() bool { return a.Ready() && a.err == nil }
 
 // Cancel gives up on the work: a task not yet started never starts, and
 // one running has its worker process killed (and replaced); the result
-// becomes context.Canceled unless it was already in.
+// becomes context.Canceled unless it was already in. The callbacks of a
+// call given up this way do not run.
 func (a *AsyncResult[R]) Cancel() {
 	if a.cancel != nil {
+		a.cancelled.Store(true)
 		a.cancel()
 	}
 }
 
-// TaskOption configures one ApplyAsync call.
-type TaskOption func(*taskOptions)
-
-type taskOptions struct {
-	onResult   any // func(R)
-	resultType reflect.Type
-	onError    func(error)
-}
-
-// Callback makes f receive the task's result, in the parent process, once
-// the task has succeeded: callbacks of a pool run one at a time, in the
-// order the results came in, and before Get returns the result. If f
-// panics, the task's result becomes an error saying so.
-//
-// A callback may use the pool: submit tasks (ApplyAsync, Apply, Map...),
-// Get or Wait for results (see Get), Close, Join (which then waits for the
-// workers only) and Terminate (which then does not wait for the callbacks
-// queued behind the calling one). None of them waits for the calling
-// callback to return, so none deadlocks on it.
-func Callback[R any](f func(R)) TaskOption {
-	return func(o *taskOptions) { o.onResult, o.resultType = f, reflect.TypeFor[R]() }
-}
-
-// ErrorCallback makes f receive the task's error, as Callback does its
-// result.
-func ErrorCallback(f func(error)) TaskOption {
-	return func(o *taskOptions) { o.onError = f }
-}
-
 // Apply runs fn(args...) in a worker of p and waits for its result
-// (Python's apply). If ctx ends before the task has run, it does not run;
+// (Python's apply). It takes no options, so its arguments come one by one;
+// ApplyAsync, which takes options after them, takes them as a slice. If ctx ends before the task has run, it does not run;
 // if it ends while the task runs, the worker is killed and replaced; either
 // way Apply returns ctx.Err(). Other errors are those of AsyncResult.Get,
 // plus ErrPoolClosed, ErrPoolBroken, ErrNotRegistered, ErrBadArguments for
@@ -174,52 +158,25 @@ func Apply[R any](ctx context.Context, p *Pool, fn any, args ...any) (R, error) 
 
 // ApplyAsync submits fn(args...) to p and returns at once (Python's
 // apply_async). The task is bounded by the pool's task timeout, and by
-// Cancel.
-func ApplyAsync[R any](p *Pool, fn any, args []any, opts ...TaskOption) *AsyncResult[R] {
+// Cancel. It takes the options WithCallback and WithErrorCallback; its
+// arguments are a slice so that they can come before these (see Apply).
+func ApplyAsync[R any](p *Pool, fn any, args []any, opts ...CallOption) *AsyncResult[R] {
 	ctx, cancel := context.WithCancel(context.Background())
-	var o taskOptions
-	for _, opt := range opts {
-		opt(&o)
+	o, err := callOpts("ApplyAsync", applyOptions, opts)
+	if err != nil {
+		a := newAsync[R]()
+		a.cancel = cancel
+		var zero R
+		a.set(zero, err)
+		return a
 	}
 	return submitCall[R](p, ctx, cancel, fn, args, &o)
 }
 
-func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, fn any, args []any, o *taskOptions) *AsyncResult[R] {
-	a := newAsync[R]()
-	a.cancel = cancel
-	var onResult func(R)
-	var onError func(error)
-	if o != nil {
-		onError = o.onError
-		if o.onResult != nil {
-			var ok bool
-			if onResult, ok = o.onResult.(func(R)); !ok {
-				var zero R
-				a.set(zero, fmt.Errorf("%w: Callback takes %v, the call returns %v", ErrBadArguments, o.resultType, reflect.TypeFor[R]()))
-				return a
-			}
-		}
-	}
-	if onResult != nil || onError != nil {
-		a.early = &earlyOutcome[R]{runner: &p.callbacks, in: make(chan struct{})}
-	}
-	deliver := func(v R, err error) {
-		if a.early == nil {
-			a.set(v, err)
-			return
-		}
-		a.early.val, a.early.err = v, err
-		close(a.early.in)
-		p.callbacks.add(func() {
-			if err == nil && onResult != nil {
-				err = catch("Callback", func() { onResult(v) })
-			} else if err != nil && onError != nil {
-				if perr := catch("ErrorCallback", func() { onError(err) }); perr != nil {
-					err = fmt.Errorf("%w (the task failed with: %v)", perr, err)
-				}
-			}
-			a.set(v, err)
-		})
+func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, fn any, args []any, o *callOptions) *AsyncResult[R] {
+	a, deliver := newAsyncCall[R](p, cancel, o)
+	if deliver == nil {
+		return a
 	}
 	t, err := p.prepare(fn, reflect.TypeFor[R]())
 	if err != nil {
@@ -241,6 +198,50 @@ func submitCall[R any](p *Pool, ctx context.Context, cancel context.CancelFunc, 
 		j.fail(err)
 	}
 	return a
+}
+
+// newAsyncCall returns the result of an asynchronous call with options o
+// (nil: none), and the function that delivers its outcome, once: through
+// the pool's callback runner if the call has callbacks. deliver is nil if
+// the callbacks do not fit R: the result is then in, an error.
+func newAsyncCall[R any](p *Pool, cancel context.CancelFunc, o *callOptions) (a *AsyncResult[R], deliver func(R, error)) {
+	a = newAsync[R]()
+	a.cancel = cancel
+	var onResult func(R)
+	var onError func(error)
+	if o != nil {
+		onError = o.onError
+		if o.onResult != nil {
+			var ok bool
+			if onResult, ok = o.onResult.(func(R)); !ok {
+				var zero R
+				a.set(zero, fmt.Errorf("%w: WithCallback takes %v, the call returns %v", ErrBadArguments, o.resultType, reflect.TypeFor[R]()))
+				return a, nil
+			}
+		}
+	}
+	if onResult == nil && onError == nil {
+		return a, a.set
+	}
+	a.early = &earlyOutcome[R]{runner: &p.callbacks, in: make(chan struct{})}
+	return a, func(v R, err error) {
+		a.early.val, a.early.err = v, err
+		close(a.early.in)
+		if err != nil && a.cancelled.Load() && errors.Is(err, context.Canceled) {
+			a.set(v, err) // given up: the caller knows, no callback is owed
+			return
+		}
+		p.callbacks.add(func() {
+			if err == nil && onResult != nil {
+				err = catch("the WithCallback function", func() { onResult(v) })
+			} else if err != nil && onError != nil {
+				if perr := catch("the WithErrorCallback function", func() { onError(err) }); perr != nil {
+					err = fmt.Errorf("%w (the task failed with: %v)", perr, err)
+				}
+			}
+			a.set(v, err)
+		})
+	}
 }
 
 // catch calls f, turning a panic into an error.
@@ -340,29 +341,6 @@ func decodeResult[R any](r result) (R, error) {
 	return v, nil
 }
 
-// MapOption configures Map, MapAsync, Starmap, Imap and ImapUnordered.
-type MapOption func(*mapOptions)
-
-type mapOptions struct {
-	chunk    int
-	failFast bool
-	progress func(done, total int)
-}
-
-// ChunkSize makes each task carry n items. By default Map and Starmap use
-// Python's heuristic (items / (4 × workers), rounded up) and Imap and
-// ImapUnordered use 1.
-func ChunkSize(n int) MapOption { return func(o *mapOptions) { o.chunk = n } }
-
-// FailFast makes the first failed item cancel the tasks that have not
-// started; their items fail with an error wrapping context.Canceled.
-func FailFast() MapOption { return func(o *mapOptions) { o.failFast = true } }
-
-// Progress makes f receive, in the parent, the number of items done after
-// each task finishes, and the total (-1 for Imap and ImapUnordered, whose
-// input has no known length). Calls are one at a time; f should be quick.
-func Progress(f func(done, total int)) MapOption { return func(o *mapOptions) { o.progress = f } }
-
 // MapError reports the items of a Map or Starmap that failed, by index,
 // with their errors. errors.Is and errors.As look at each of them. Items
 // that never ran because the process was stopping (NotifyContext, or
@@ -416,8 +394,12 @@ func (e *MapError) Unwrap() []error { return e.Errs }
 //
 // A Map that has begun is not cut short by Close from another goroutine:
 // all its items run.
-func Map[R, A any](ctx context.Context, p *Pool, fn any, items []A, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, itemsInput(items), false, opts)
+func Map[R, A any](ctx context.Context, p *Pool, fn any, items []A, opts ...CallOption) ([]R, error) {
+	o, err := callOpts("Map", mapOptions, opts)
+	if err != nil {
+		return nil, err
+	}
+	return starmap[R](ctx, p, fn, itemsInput(items), false, &o)
 }
 
 func itemsInput[A any](items []A) mapInput {
@@ -433,22 +415,53 @@ func itemsInput[A any](items []A) mapInput {
 
 // Starmap is Map for functions of several arguments: it calls
 // fn(args[i]...) for every i (Python's starmap).
-func Starmap[R any](ctx context.Context, p *Pool, fn any, args [][]any, opts ...MapOption) ([]R, error) {
-	return starmap[R](ctx, p, fn, mapInput{n: len(args), args: func(i int) []any { return args[i] }}, false, opts)
+func Starmap[R any](ctx context.Context, p *Pool, fn any, args [][]any, opts ...CallOption) ([]R, error) {
+	o, err := callOpts("Starmap", mapOptions, opts)
+	if err != nil {
+		return nil, err
+	}
+	return starmap[R](ctx, p, fn, argsInput(args), false, &o)
 }
 
-// MapAsync is Map without waiting: the result is the slice of results
-// (with the *MapError, if any). The work counts as submitted when
-// MapAsync returns: a Close after it lets every item run.
-func MapAsync[R, A any](p *Pool, fn any, items []A, opts ...MapOption) *AsyncResult[[]R] {
+func argsInput(args [][]any) mapInput {
+	return mapInput{n: len(args), args: func(i int) []any { return args[i] }}
+}
+
+// MapAsync is Map without waiting (Python's map_async): the result is the
+// slice of results (with the *MapError, if any). The work counts as
+// submitted when MapAsync returns: a Close after it lets every item run.
+// Besides Map's options it takes WithCallback, whose function receives the
+// whole slice of results once all items have succeeded, and
+// WithErrorCallback, whose function receives the error otherwise.
+func MapAsync[R, A any](p *Pool, fn any, items []A, opts ...CallOption) *AsyncResult[[]R] {
+	return mapAsync[R](p, fn, "MapAsync", itemsInput(items), opts)
+}
+
+// StarmapAsync is Starmap without waiting (Python's starmap_async), as
+// MapAsync is Map: it calls fn(args[i]...) for every i, and takes the same
+// options as MapAsync.
+func StarmapAsync[R any](p *Pool, fn any, args [][]any, opts ...CallOption) *AsyncResult[[]R] {
+	return mapAsync[R](p, fn, "StarmapAsync", argsInput(args), opts)
+}
+
+func mapAsync[R any](p *Pool, fn any, call string, in mapInput, opts []CallOption) *AsyncResult[[]R] {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := newAsync[[]R]()
-	a.cancel = cancel
-	if err := p.admit(); err != nil {
+	o, err := callOpts(call, mapAsyncOptions, opts)
+	if err != nil {
+		a := newAsync[[]R]()
+		a.cancel = cancel
 		a.set(nil, err)
 		return a
 	}
-	go func() { a.set(starmap[R](ctx, p, fn, itemsInput(items), true, opts)) }()
+	a, deliver := newAsyncCall[[]R](p, cancel, &o)
+	if deliver == nil {
+		return a
+	}
+	if err := p.admit(); err != nil {
+		deliver(nil, err)
+		return a
+	}
+	go func() { deliver(starmap[R](ctx, p, fn, in, true, &o)) }()
 	return a
 }
 
@@ -466,7 +479,7 @@ type mapInput struct {
 // starmap maps fn over in. admitted: the caller holds an admission of p
 // (see Pool.admit), which starmap releases once it has submitted
 // everything; otherwise starmap takes one of its own.
-func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted bool, opts []MapOption) ([]R, error) {
+func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted bool, o *callOptions) ([]R, error) {
 	if !admitted {
 		if err := p.admit(); err != nil {
 			return nil, err
@@ -480,10 +493,6 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 		}
 	}
 	defer release()
-	var o mapOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
 	t, err := p.prepare(fn, reflect.TypeFor[R]())
 	if err != nil {
 		return nil, err
@@ -610,7 +619,7 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 			b, err := in.encode(make([]byte, 0, encoded/max(encodedItems, 1)*(end-start)*9/8+64), start, end)
 			if err == nil && taskFrameSize(t, len(b)) > maxFrame {
 				// Too large to travel as one: the items fail, not the
-				// worker (a smaller ChunkSize would do).
+				// worker (a smaller WithChunkSize would do).
 				err = tooLarge(t, taskFrameSize(t, len(b)), true)
 				var fails []failure
 				for i := start; i < end; i++ {
@@ -686,23 +695,24 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 // (unencodable, too large) yields its error in its place. If the input
 // panics, the results of the items before are yielded first, then an
 // error saying so, and the iteration stops.
-func Imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
-	return imap[R](ctx, p, fn, items, true, opts)
+func Imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...CallOption) iter.Seq2[R, error] {
+	return imap[R](ctx, p, fn, items, true, "Imap", opts)
 }
 
 // ImapUnordered is Imap yielding results as they come in, rather than in
 // the order of items (Python's imap_unordered).
-func ImapUnordered[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...MapOption) iter.Seq2[R, error] {
-	return imap[R](ctx, p, fn, items, false, opts)
+func ImapUnordered[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], opts ...CallOption) iter.Seq2[R, error] {
+	return imap[R](ctx, p, fn, items, false, "ImapUnordered", opts)
 }
 
-func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ordered bool, opts []MapOption) iter.Seq2[R, error] {
+func imap[R, A any](ctx context.Context, p *Pool, fn any, items iter.Seq[A], ordered bool, call string, opts []CallOption) iter.Seq2[R, error] {
 	return func(yield func(R, error) bool) {
-		var o mapOptions
-		for _, opt := range opts {
-			opt(&o)
-		}
 		var zero R
+		o, err := callOpts(call, imapOptions, opts)
+		if err != nil {
+			yield(zero, err)
+			return
+		}
 		t, err := p.prepare(fn, reflect.TypeFor[R]())
 		if err != nil {
 			yield(zero, err)

@@ -39,7 +39,7 @@ func TestPoolCallbacksMayUseThePool(t *testing.T) {
 			ctx := bounded(t)
 			start := make(chan [2]*mp.AsyncResult[int], 1)
 			report := make(chan error, 1)
-			first := mp.ApplyAsync[int](p, square, []any{3}, mp.Callback(func(v int) {
+			first := mp.ApplyAsync[int](p, square, []any{3}, mp.WithCallback(func(v int) {
 				rs := <-start
 				report <- func() error {
 					if got, err := rs[0].Get(ctx); err != nil || got != 9 {
@@ -55,7 +55,7 @@ func TestPoolCallbacksMayUseThePool(t *testing.T) {
 					if got, err := mp.Apply[int](ctx, p, square, 5); err != nil || got != 25 {
 						return fmt.Errorf("Apply = %d, %v", got, err)
 					}
-					r := mp.ApplyAsync[int](p, square, []any{6}, mp.Callback(func(int) {}))
+					r := mp.ApplyAsync[int](p, square, []any{6}, mp.WithCallback(func(int) {}))
 					if got, err := r.Get(ctx); err != nil || got != 36 {
 						return fmt.Errorf("ApplyAsync with a callback, then Get = %d, %v", got, err)
 					}
@@ -68,7 +68,7 @@ func TestPoolCallbacksMayUseThePool(t *testing.T) {
 					return nil
 				}()
 			}))
-			second := mp.ApplyAsync[int](p, square, []any{4}, mp.Callback(func(int) {}))
+			second := mp.ApplyAsync[int](p, square, []any{4}, mp.WithCallback(func(int) {}))
 			start <- [2]*mp.AsyncResult[int]{first, second}
 			if err := <-report; err != nil {
 				t.Fatal(err)
@@ -85,12 +85,12 @@ func TestPoolCallbacksMayUseThePool(t *testing.T) {
 			ctx := bounded(t)
 			joined := make(chan error, 1)
 			var later []*mp.AsyncResult[int]
-			mp.ApplyAsync[int](p, squareOrFail, []any{1}, mp.ErrorCallback(func(error) {
+			mp.ApplyAsync[int](p, squareOrFail, []any{1}, mp.WithErrorCallback(func(error) {
 				p.Close()
 				joined <- p.Join(ctx)
 			}))
 			for i := range 50 {
-				later = append(later, mp.ApplyAsync[int](p, square, []any{i}, mp.Callback(func(int) {})))
+				later = append(later, mp.ApplyAsync[int](p, square, []any{i}, mp.WithCallback(func(int) {})))
 			}
 			if err := <-joined; err != nil {
 				t.Fatalf("Join from an error callback = %v", err)
@@ -109,8 +109,8 @@ func TestPoolCallbacksMayUseThePool(t *testing.T) {
 		p := newPool(t, 2)
 		ctx := bounded(t)
 		done := make(chan struct{})
-		hung := mp.ApplyAsync[int](p, hang, []any{0}, mp.ErrorCallback(func(error) {}))
-		mp.ApplyAsync[int](p, square, []any{2}, mp.Callback(func(int) {
+		hung := mp.ApplyAsync[int](p, hang, []any{0}, mp.WithErrorCallback(func(error) {}))
+		mp.ApplyAsync[int](p, square, []any{2}, mp.WithCallback(func(int) {
 			p.Terminate()
 			close(done)
 		}))

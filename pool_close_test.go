@@ -65,12 +65,12 @@ func TestPoolCloseRunsQueuedWork(t *testing.T) {
 			counts := make([]atomic.Int32, tc.n)
 			results := make([]*mp.AsyncResult[int], tc.n)
 			for i := range results {
-				results[i] = mp.ApplyAsync[int](p, square, []any{i}, mp.Callback(func(v int) {
+				results[i] = mp.ApplyAsync[int](p, square, []any{i}, mp.WithCallback(func(v int) {
 					if v != i*i {
 						t.Errorf("callback of %d got %d", i, v)
 					}
 					counts[i].Add(1)
-				}), mp.ErrorCallback(func(err error) { t.Errorf("task %d: %v", i, err) }))
+				}), mp.WithErrorCallback(func(err error) { t.Errorf("task %d: %v", i, err) }))
 			}
 			p.Close()
 			// A bound against a hang only: 3,000 worker starts take a
@@ -107,7 +107,7 @@ func TestPoolCloseRunsQueuedWork(t *testing.T) {
 func TestPoolCloseAfterMapAsync(t *testing.T) {
 	p := newPool(t, 2)
 	items := ints(3000)
-	r1 := mp.MapAsync[int](p, square, items, mp.ChunkSize(1))
+	r1 := mp.MapAsync[int](p, square, items, mp.WithChunkSize(1))
 	r2 := mp.MapAsync[int](p, square, items) // batched chunks
 	p.Close()
 	ctx := within(t)
@@ -160,7 +160,7 @@ func TestPoolCloseDuringMap(t *testing.T) {
 	var wg sync.WaitGroup
 	var got []int
 	var mapErr error
-	wg.Go(func() { got, mapErr = mp.Starmap[int](ctx, p, gateThenSquare, args, mp.ChunkSize(1)) })
+	wg.Go(func() { got, mapErr = mp.Starmap[int](ctx, p, gateThenSquare, args, mp.WithChunkSize(1)) })
 	// The Map is in progress: its first task runs, held at the gate.
 	if _, err := started.Get(ctx); err != nil {
 		t.Fatal(err)
@@ -239,9 +239,9 @@ func TestPoolCloseThreadPool(t *testing.T) {
 	var n atomic.Int32
 	rs := make([]*mp.AsyncResult[int], 1000)
 	for i := range rs {
-		rs[i] = mp.ApplyAsync[int](p, func(x int) int { return x + 1 }, []any{i}, mp.Callback(func(int) { n.Add(1) }))
+		rs[i] = mp.ApplyAsync[int](p, func(x int) int { return x + 1 }, []any{i}, mp.WithCallback(func(int) { n.Add(1) }))
 	}
-	m := mp.MapAsync[int](p, func(x int) int { time.Sleep(time.Microsecond); return x }, ints(1000), mp.ChunkSize(1))
+	m := mp.MapAsync[int](p, func(x int) int { time.Sleep(time.Microsecond); return x }, ints(1000), mp.WithChunkSize(1))
 	p.Close()
 	ctx := within(t)
 	if err := p.Join(ctx); err != nil {

@@ -53,7 +53,7 @@ func TestGoexitIsAnError(t *testing.T) {
 			t.Fatalf("Apply = %v, want an error about Goexit", err)
 		}
 		items := ints(10)
-		for _, opts := range [][]mp.MapOption{{mp.ChunkSize(1)}, {mp.ChunkSize(5)}} {
+		for _, opts := range [][]mp.CallOption{{mp.WithChunkSize(1)}, {mp.WithChunkSize(5)}} {
 			got, err := mp.Map[int](ctx, p, goexitOnThree, items, opts...)
 			if me := mapFailures(t, err, []int{3}); !isGoexit(me.Errs[0]) {
 				t.Fatalf("Map %v: %v", opts, err)
@@ -68,7 +68,7 @@ func TestGoexitIsAnError(t *testing.T) {
 		for i := range args {
 			args[i] = []any{i}
 		}
-		_, err := mp.Starmap[int](ctx, p, goexitOnThree, args, mp.ChunkSize(5))
+		_, err := mp.Starmap[int](ctx, p, goexitOnThree, args, mp.WithChunkSize(5))
 		mapFailures(t, err, []int{3})
 		if v, err := mp.Apply[int](ctx, p, square, 4); err != nil || v != 16 {
 			t.Fatalf("afterwards Apply = %d, %v", v, err)

@@ -44,7 +44,7 @@ func TestPoolImapInputFails(t *testing.T) {
 				var got []int
 				var errs []error
 				pulled := 0
-				for v, err := range imap(ctx, p, square, panicAfter(10, &pulled), mp.ChunkSize(chunk)) {
+				for v, err := range imap(ctx, p, square, panicAfter(10, &pulled), mp.WithChunkSize(chunk)) {
 					if err != nil {
 						errs = append(errs, err)
 						continue
@@ -73,7 +73,7 @@ func TestPoolImapInputFails(t *testing.T) {
 	t.Run("unencodable item", func(t *testing.T) {
 		items := slices.Values([]any{1, func() {}, 3, 4})
 		var got []string
-		for v, err := range mp.Imap[int](ctx, p, anyOne, items, mp.ChunkSize(2)) {
+		for v, err := range mp.Imap[int](ctx, p, anyOne, items, mp.WithChunkSize(2)) {
 			if err != nil {
 				if !errors.Is(err, mp.ErrUnencodable) {
 					t.Errorf("error %v, want ErrUnencodable", err)
@@ -98,7 +98,7 @@ func TestPoolImapInputFails(t *testing.T) {
 			}
 		}
 		n := 0
-		for _, err := range mp.Imap[int](ctx, p, square, endless, mp.ChunkSize(3)) {
+		for _, err := range mp.Imap[int](ctx, p, square, endless, mp.WithChunkSize(3)) {
 			if err != nil {
 				t.Fatal(err)
 			}

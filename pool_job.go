@@ -2,12 +2,8 @@ package mp
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"reflect"
-	"sync"
 	"sync/atomic"
 )
 
@@ -22,7 +18,7 @@ type job struct {
 	vals        [][]reflect.Value // thread pools: each call's arguments
 	ctx         context.Context   // nil: none
 	retries     int
-	skip        *atomic.Bool // set when the job is no longer wanted (FailFast)
+	skip        *atomic.Bool // set when the job is no longer wanted (WithFailFast)
 	finish      func([]result)
 	finishBatch func(vals []byte, fails []failure) // batched jobs only
 	done        atomic.Bool
@@ -100,18 +96,20 @@ func (j *job) expired() error {
 // goexitMessage is the error of a call that called runtime.Goexit.
 const goexitMessage = "mp: the function called runtime.Goexit (as t.FailNow and t.Fatal do) instead of returning"
 
-var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (FailFast)", context.Canceled)
+var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (WithFailFast)", context.Canceled)
 
 // TaskError is the failure of a task run by a pool: the error it returned,
 // or the panic it raised, in the worker. The message and, for a panic, the
-// worker's stack travel; so does whether the error matched, with
-// errors.Is, one of the sentinel errors given to RegisterError (and a few
-// of the standard library's: context.Canceled, context.DeadlineExceeded,
-// io.EOF, io.ErrUnexpectedEOF, fs.ErrNotExist, fs.ErrExist,
-// fs.ErrPermission, and this package's ErrUnencodable, ErrBadArguments,
-// ErrNotRegistered, ErrTooLarge and ErrStopped), so errors.Is works on it in the
-// parent. In a thread pool, a returned error is passed on as it is, not as
-// a TaskError.
+// worker's stack travel; so does what the parent can rebuild of the error,
+// which Unwrap returns: the values of error types given to
+// RegisterErrorType found in its chain, fields intact, for errors.As; and
+// the sentinel errors given to RegisterError that it matched (besides a
+// few of the standard library's: context.Canceled,
+// context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF, fs.ErrNotExist,
+// fs.ErrExist, fs.ErrPermission, and this package's ErrUnencodable,
+// ErrBadArguments, ErrNotRegistered, ErrTooLarge and ErrStopped), for
+// errors.Is. In a thread pool, a returned error is passed on as it is, not
+// as a TaskError.
 type TaskError struct {
 	Message  string
 	Panicked bool
@@ -127,66 +125,10 @@ func (e *TaskError) Error() string {
 	return e.Message
 }
 
-// Unwrap returns the registered sentinel errors the original error matched.
+// Unwrap returns what the parent rebuilt of the original error: the
+// values of registered error types in its chain, then the registered
+// sentinel errors it matched.
 func (e *TaskError) Unwrap() []error { return e.matches }
-
-// taskErrWire is a TaskError as it travels.
-type taskErrWire struct {
-	Message  string
-	Panicked bool
-	Stack    string
-	Matches  []int // indexes in sentinels
-}
-
-var sentinels struct {
-	sync.RWMutex
-	list []error
-}
-
-func init() {
-	RegisterError(context.Canceled, context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF,
-		os.ErrNotExist, os.ErrExist, os.ErrPermission, ErrUnencodable, ErrBadArguments, ErrNotRegistered, ErrTooLarge, ErrStopped)
-}
-
-// RegisterError records sentinel errors that tasks of process pools may
-// return (or wrap), so that errors.Is matches them on the TaskError the
-// caller receives. Call it from an init function, in the same order in
-// every process (which running the same binary ensures).
-func RegisterError(errs ...error) {
-	sentinels.Lock()
-	defer sentinels.Unlock()
-	for _, e := range errs {
-		if e != nil {
-			sentinels.list = append(sentinels.list, e)
-		}
-	}
-}
-
-func wireError(ce *callError) taskErrWire {
-	w := taskErrWire{Message: ce.Message, Panicked: ce.Panicked, Stack: ce.Stack}
-	if ce.err != nil {
-		sentinels.RLock()
-		for i, s := range sentinels.list {
-			if errors.Is(ce.err, s) {
-				w.Matches = append(w.Matches, i)
-			}
-		}
-		sentinels.RUnlock()
-	}
-	return w
-}
-
-func (w *taskErrWire) error() *TaskError {
-	e := &TaskError{Message: w.Message, Panicked: w.Panicked, Stack: w.Stack}
-	sentinels.RLock()
-	for _, i := range w.Matches {
-		if i >= 0 && i < len(sentinels.list) {
-			e.matches = append(e.matches, sentinels.list[i])
-		}
-	}
-	sentinels.RUnlock()
-	return e
-}
 
 // localTarget makes a target of any function, for thread pools: nothing
 // travels, so function literals and closures are fine.

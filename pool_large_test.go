@@ -44,15 +44,15 @@ func TestPoolOversizedTasks(t *testing.T) {
 
 	// A chunk of two 40 MiB items is too large; each alone is not.
 	items := [][]byte{make([]byte, 40<<20), make([]byte, 40<<20)}
-	_, err := mp.Map[int](ctx, p, byteLen, items, mp.ChunkSize(2))
+	_, err := mp.Map[int](ctx, p, byteLen, items, mp.WithChunkSize(2))
 	if me := mapFailures(t, err, []int{0, 1}); !errors.Is(me.Errs[0], mp.ErrTooLarge) {
 		t.Fatalf("Map of an 80 MiB chunk: %v, want ErrTooLarge", err)
 	}
-	if got, err := mp.Map[int](ctx, p, byteLen, items, mp.ChunkSize(1)); err != nil || got[0] != 40<<20 || got[1] != 40<<20 {
+	if got, err := mp.Map[int](ctx, p, byteLen, items, mp.WithChunkSize(1)); err != nil || got[0] != 40<<20 || got[1] != 40<<20 {
 		t.Fatalf("Map of two 40 MiB items one per task = %v, %v", got, err)
 	}
 	// Starmap's item-by-item chunk: the item that overflows it fails.
-	_, err = mp.Starmap[int](ctx, p, byteLen, [][]any{{items[0]}, {items[1]}}, mp.ChunkSize(2))
+	_, err = mp.Starmap[int](ctx, p, byteLen, [][]any{{items[0]}, {items[1]}}, mp.WithChunkSize(2))
 	mapFailures(t, err, []int{1})
 	stillWorks("an oversized chunk")
 
@@ -62,7 +62,7 @@ func TestPoolOversizedTasks(t *testing.T) {
 	stillWorks("a 70 MiB result")
 	// Results of a chunk: a value that does not fit with those before
 	// it fails; the others go.
-	got, err := mp.Map[[]byte](ctx, p, bigBytes, []int{40, 40, 1}, mp.ChunkSize(3))
+	got, err := mp.Map[[]byte](ctx, p, bigBytes, []int{40, 40, 1}, mp.WithChunkSize(3))
 	mapFailures(t, err, []int{1})
 	if len(got[0]) != 40<<20 || len(got[2]) != 1<<20 {
 		t.Fatalf("results of the chunk: %d and %d bytes", len(got[0]), len(got[2]))

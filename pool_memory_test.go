@@ -54,7 +54,7 @@ func TestPoolMaxMemoryPerChild(t *testing.T) {
 	// 16 MiB a task, and a limit 40 MiB above a fresh worker's: the
 	// third task of a worker at the latest takes it over.
 	p := newPool(t, 1, mp.WithMaxMemoryPerChild(base+40<<20))
-	pids, err := mp.Map[int](ctx, p, leakMiB, []int{16, 16, 16, 16, 16, 16, 16, 16, 16}, mp.ChunkSize(1))
+	pids, err := mp.Map[int](ctx, p, leakMiB, []int{16, 16, 16, 16, 16, 16, 16, 16, 16}, mp.WithChunkSize(1))
 	if err != nil {
 		t.Fatal(err)
 	}

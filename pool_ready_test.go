@@ -34,7 +34,7 @@ func TestReadyOutcomeWinsOverEndedContext(t *testing.T) {
 
 	p := newPool(t, 1)
 	r := mp.ApplyAsync[int](p, square, []any{3})
-	rc := mp.ApplyAsync[int](p, square, []any{4}, mp.Callback(func(int) {}))
+	rc := mp.ApplyAsync[int](p, square, []any{4}, mp.WithCallback(func(int) {}))
 	for _, r := range []*mp.AsyncResult[int]{r, rc} {
 		if _, err := r.Get(ctx); err != nil {
 			t.Fatal(err)

@@ -78,7 +78,7 @@ func init() { mp.Register(pidThenDieOnTwo) }
 // TestPoolResultsBeforeADeathArrive: the result a worker sent just
 // before it died is delivered, not lost with it (the parent closed the
 // pipe under its receiver, which then dropped what was left in it). The
-// receiver is held, by Map's Progress callback, until the worker is gone,
+// receiver is held, by Map's WithProgress function, until the worker is gone,
 // with the last result still in the pipe.
 func TestPoolResultsBeforeADeathArrive(t *testing.T) {
 	p := newPool(t, 1)
@@ -103,7 +103,7 @@ func TestPoolResultsBeforeADeathArrive(t *testing.T) {
 			}
 			waitGone(t, ctx, []int{id})
 		}
-		got, err := mp.Starmap[int](ctx, p, pidThenDieOnTwo, args, mp.ChunkSize(1), mp.Progress(hold))
+		got, err := mp.Starmap[int](ctx, p, pidThenDieOnTwo, args, mp.WithChunkSize(1), mp.WithProgress(hold))
 		me := mapFailures(t, err, []int{2})
 		if !errors.Is(me.Errs[0], mp.ErrWorkerLost) || got[1] != 1 {
 			t.Fatalf("round %d: %v, %v", round, got, err)

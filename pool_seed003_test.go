@@ -97,8 +97,8 @@ func TestSeed003Pool(t *testing.T) {
 			mu.Unlock()
 		}
 		for _, url := range urls {
-			mp.ApplyAsync[map[string]string](p, seedGet, []any{url}, mp.Callback(parse),
-				mp.ErrorCallback(func(err error) { t.Errorf("get(%s): %v", url, err) }))
+			mp.ApplyAsync[map[string]string](p, seedGet, []any{url}, mp.WithCallback(parse),
+				mp.WithErrorCallback(func(err error) { t.Errorf("get(%s): %v", url, err) }))
 		}
 		p.Close()
 		if err := p.Join(ctx); err != nil {

@@ -119,7 +119,7 @@ func TestPoolApplyMapStarmap(t *testing.T) {
 	for i := range items {
 		items[i] = i
 	}
-	for _, opts := range [][]mp.MapOption{nil, {mp.ChunkSize(1)}, {mp.ChunkSize(7)}} {
+	for _, opts := range [][]mp.CallOption{nil, {mp.WithChunkSize(1)}, {mp.WithChunkSize(7)}} {
 		got, err := mp.Map[int](ctx, p, square, items, opts...)
 		if err != nil {
 			t.Fatal(err)
@@ -152,7 +152,7 @@ func TestPoolApplyAsyncCallbacks(t *testing.T) {
 	var results []*mp.AsyncResult[int]
 	for i := range 50 {
 		results = append(results, mp.ApplyAsync[int](p, squareOrFail, []any{i},
-			mp.Callback(func(v int) {
+			mp.WithCallback(func(v int) {
 				mu.Lock()
 				running++
 				if running != 1 {
@@ -162,7 +162,7 @@ func TestPoolApplyAsyncCallbacks(t *testing.T) {
 				running--
 				mu.Unlock()
 			}),
-			mp.ErrorCallback(func(err error) {
+			mp.WithErrorCallback(func(err error) {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -194,8 +194,8 @@ func TestPoolApplyAsyncCallbacks(t *testing.T) {
 
 func TestPoolCallbackPanics(t *testing.T) {
 	p := newPool(t, 1)
-	bad := mp.ApplyAsync[int](p, square, []any{2}, mp.Callback(func(int) { panic("callback bug") }))
-	good := mp.ApplyAsync[int](p, square, []any{3}, mp.Callback(func(int) {}))
+	bad := mp.ApplyAsync[int](p, square, []any{2}, mp.WithCallback(func(int) { panic("callback bug") }))
+	good := mp.ApplyAsync[int](p, square, []any{3}, mp.WithCallback(func(int) {}))
 	ctx := within(t)
 	if _, err := bad.Get(ctx); err == nil || !strings.Contains(err.Error(), "callback bug") {
 		t.Fatalf("result of a task whose callback panicked = %v", err)
@@ -214,7 +214,7 @@ func TestPoolWorkerKilled(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPool(t, 2)
 			ctx := within(t)
-			got, err := mp.Starmap[int](ctx, p, tc.fn, argPairs(40, 13), mp.ChunkSize(1))
+			got, err := mp.Starmap[int](ctx, p, tc.fn, argPairs(40, 13), mp.WithChunkSize(1))
 			var me *mp.MapError
 			if !errors.As(err, &me) || !slices.Equal(me.Indexes, []int{13}) {
 				t.Fatalf("Starmap error = %v, want item 13 only", err)
@@ -335,13 +335,13 @@ func TestPoolFailFast(t *testing.T) {
 		items[i] = 2 * i
 	}
 	items[0] = 1 // fails first
-	_, err := mp.Map[int](within(t), p, squareOrFail, items, mp.ChunkSize(1), mp.FailFast())
+	_, err := mp.Map[int](within(t), p, squareOrFail, items, mp.WithChunkSize(1), mp.WithFailFast())
 	var me *mp.MapError
 	if !errors.As(err, &me) || me.Indexes[0] != 0 || !errors.Is(me.Errs[0], errOdd) {
 		t.Fatalf("Map = %v", err)
 	}
 	if len(me.Indexes) < 100 || !errors.Is(me.Errs[len(me.Errs)-1], context.Canceled) {
-		t.Fatalf("%d items failed; FailFast should have cancelled most of the 199 not started", len(me.Indexes))
+		t.Fatalf("%d items failed; WithFailFast should have cancelled most of the 199 not started", len(me.Indexes))
 	}
 	closeAndJoin(t, p)
 }
@@ -358,7 +358,7 @@ func TestPoolImap(t *testing.T) {
 	}
 	var progress []int
 	i := 0
-	for v, err := range mp.Imap[int](ctx, p, square, iter.Seq[int](naturals), mp.Progress(func(done, total int) {
+	for v, err := range mp.Imap[int](ctx, p, square, iter.Seq[int](naturals), mp.WithProgress(func(done, total int) {
 		progress = append(progress, done)
 	})) {
 		if err != nil || v != i*i {
@@ -372,7 +372,7 @@ func TestPoolImap(t *testing.T) {
 		t.Fatalf("progress %v", progress)
 	}
 	var got []int
-	for v, err := range mp.ImapUnordered[int](ctx, p, square, slices.Values([]int{1, 2, 3, 4, 5, 6}), mp.ChunkSize(2)) {
+	for v, err := range mp.ImapUnordered[int](ctx, p, square, slices.Values([]int{1, 2, 3, 4, 5, 6}), mp.WithChunkSize(2)) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,11 +388,11 @@ func TestPoolImap(t *testing.T) {
 func TestPoolInitializerAndMaxTasks(t *testing.T) {
 	p := newPool(t, 1, mp.WithInitializer(setInit, "ready"), mp.WithMaxTasksPerChild(3))
 	ctx := within(t)
-	got, err := mp.Map[string](ctx, p, readInit, make([]int, 4), mp.ChunkSize(1))
+	got, err := mp.Map[string](ctx, p, readInit, make([]int, 4), mp.WithChunkSize(1))
 	if err != nil || !slices.Equal(got, []string{"ready", "ready", "ready", "ready"}) {
 		t.Fatalf("Map = %v, %v", got, err)
 	}
-	pids, err := mp.Map[int](ctx, p, pid, make([]int, 9), mp.ChunkSize(1))
+	pids, err := mp.Map[int](ctx, p, pid, make([]int, 9), mp.WithChunkSize(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,8 +594,8 @@ func TestPoolMapChunkFaults(t *testing.T) {
 	p := newPool(t, 2)
 	ctx := within(t)
 	items := ints(40)
-	// ChunkSize(1): one item per task, the others batched.
-	for _, opts := range [][]mp.MapOption{nil, {mp.ChunkSize(1)}, {mp.ChunkSize(8)}, {mp.ChunkSize(40)}} {
+	// WithChunkSize(1): one item per task, the others batched.
+	for _, opts := range [][]mp.CallOption{nil, {mp.WithChunkSize(1)}, {mp.WithChunkSize(8)}, {mp.WithChunkSize(40)}} {
 		got, err := mp.Map[int](ctx, p, squareOrFail, items, opts...)
 		var odd []int
 		for i := 1; i < 40; i += 2 {
@@ -639,7 +639,7 @@ func TestPoolMapChunkFaults(t *testing.T) {
 	for i := range pk {
 		pk[i] = picky(i)
 	}
-	got, err := mp.Map[int](ctx, p, pickyDouble, pk, mp.ChunkSize(8))
+	got, err := mp.Map[int](ctx, p, pickyDouble, pk, mp.WithChunkSize(8))
 	me := mapFailures(t, err, []int{7, 13, 27, 33})
 	if !errors.Is(me.Errs[1], mp.ErrUnencodable) || !strings.Contains(me.Errs[0].Error(), "7 will not be decoded") {
 		t.Fatalf("argument faults: %v", me.Errs)
@@ -649,7 +649,7 @@ func TestPoolMapChunkFaults(t *testing.T) {
 			t.Fatalf("item %d = %d", i, v)
 		}
 	}
-	gotP, err := mp.Map[picky](ctx, p, pickyOf, items, mp.ChunkSize(8))
+	gotP, err := mp.Map[picky](ctx, p, pickyOf, items, mp.WithChunkSize(8))
 	me = mapFailures(t, err, []int{7, 13, 27, 33})
 	if !errors.Is(me.Errs[1], mp.ErrUnencodable) || !strings.Contains(me.Errs[0].Error(), "7 will not be decoded") {
 		t.Fatalf("result faults: %v", me.Errs)
@@ -660,10 +660,10 @@ func TestPoolMapChunkFaults(t *testing.T) {
 		}
 	}
 	// Strings and bytes, which the codec encodes raw on their own.
-	if got, err := mp.Map[int](ctx, p, strLen, []string{"", "a", "bb", "ccc"}, mp.ChunkSize(2)); err != nil || !slices.Equal(got, []int{0, 1, 2, 3}) {
+	if got, err := mp.Map[int](ctx, p, strLen, []string{"", "a", "bb", "ccc"}, mp.WithChunkSize(2)); err != nil || !slices.Equal(got, []int{0, 1, 2, 3}) {
 		t.Fatalf("Map of strings = %v, %v", got, err)
 	}
-	if got, err := mp.Map[int](ctx, p, byteTwice, []byte{0, 1, 2, 255}, mp.ChunkSize(4)); err != nil || !slices.Equal(got, []int{0, 2, 4, 510}) {
+	if got, err := mp.Map[int](ctx, p, byteTwice, []byte{0, 1, 2, 255}, mp.WithChunkSize(4)); err != nil || !slices.Equal(got, []int{0, 2, 4, 510}) {
 		t.Fatalf("Map of bytes = %v, %v", got, err)
 	}
 	// No worker was lost to any of it.
@@ -677,7 +677,7 @@ func TestPoolMapChunkWorkerKilled(t *testing.T) {
 	// The worker dies in the middle of the chunk of items 5 to 9: the
 	// whole chunk is lost with it, and only that chunk.
 	p := newPool(t, 2)
-	got, err := mp.Map[int](within(t), p, dieOnSeven, ints(40), mp.ChunkSize(5))
+	got, err := mp.Map[int](within(t), p, dieOnSeven, ints(40), mp.WithChunkSize(5))
 	me := mapFailures(t, err, []int{5, 6, 7, 8, 9})
 	var wl *mp.WorkerLostError
 	if !errors.As(me.Errs[2], &wl) || wl.ExitCode != -int(syscall.SIGKILL) {
@@ -700,8 +700,8 @@ func TestPoolMapChunkFailFastAndProgress(t *testing.T) {
 	items[1] = 1 // fails, in the first chunk
 	var mu sync.Mutex
 	var done []int
-	_, err := mp.Map[int](within(t), p, squareOrFail, items, mp.ChunkSize(10), mp.FailFast(),
-		mp.Progress(func(n, total int) {
+	_, err := mp.Map[int](within(t), p, squareOrFail, items, mp.WithChunkSize(10), mp.WithFailFast(),
+		mp.WithProgress(func(n, total int) {
 			mu.Lock()
 			defer mu.Unlock()
 			if total != len(items) {
@@ -714,7 +714,7 @@ func TestPoolMapChunkFailFastAndProgress(t *testing.T) {
 		t.Fatalf("Map = %v", err)
 	}
 	if len(me.Indexes) < 200 || !errors.Is(me.Errs[len(me.Errs)-1], context.Canceled) {
-		t.Fatalf("%d items failed; FailFast should have cancelled most of the 390 not started", len(me.Indexes))
+		t.Fatalf("%d items failed; WithFailFast should have cancelled most of the 390 not started", len(me.Indexes))
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -2,29 +2,32 @@ package mp
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 )
 
 // startThreadLocked starts one goroutine of a thread pool.
 func (p *Pool) startThreadLocked() {
 	p.wg.Add(1)
-	go p.runThread(nil)
+	p.seq++
+	go p.runThread(fmt.Sprintf("ThreadPoolWorker-%d", p.seq), nil)
 }
 
 // runThread is one goroutine of a thread pool; it goes on with resume
 // first, if not nil. If a function calls runtime.Goexit (as t.FailNow
 // does), nothing stops the goroutine from ending: the call fails, and a
 // new goroutine takes over the job and its place.
-func (p *Pool) runThread(resume *localRun) {
+func (p *Pool) runThread(name string, resume *localRun) {
 	var cur *localRun // the job being run, without p.mu
 	returned := false
+	defer enterThread(ThreadInfo{Name: name, Daemon: true})()
 	defer func() {
 		if returned {
 			p.wg.Done()
 			return
 		}
 		if cur == nil {
-			go p.runThread(nil) // not in a job: cannot happen, but keep the place
+			go p.runThread(name, nil) // not in a job: cannot happen, but keep the place
 			return
 		}
 		if cur.next < 0 {
@@ -36,7 +39,7 @@ func (p *Pool) runThread(resume *localRun) {
 			cur.rs[cur.next].err = &TaskError{Message: goexitMessage}
 			cur.next++
 		}
-		go p.runThread(cur) // the wait group's count goes to it
+		go p.runThread(name, cur) // the wait group's count goes to it
 	}()
 	if resume != nil {
 		cur = resume

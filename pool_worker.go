@@ -764,7 +764,7 @@ func (l *workerLoop) loop(resume bool) error {
 			}
 			// The frame is decoded before the next is read: one buffer will do.
 			msg, err := l.c.get(l.ctx, l.in[:0])
-			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
+			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) || (err != nil && stopping()) {
 				return nil
 			}
 			if err != nil {

@@ -49,12 +49,23 @@ var (
 //
 // A child gets /dev/null as stdin, the parent's stdout and stderr (or
 // /dev/null where the parent has closed them), its control socket and the
-// tree's arena, and no other descriptor of the parent. Its command line is
-// the program's name alone: the parent's arguments do not reach it. If the
-// program has closed any of its own descriptors 0-2, Start reopens them on
-// /dev/null, as the C library does for set-user-ID programs, so that no
-// descriptor opened later (the library's, or the program's) lands where
-// the runtime and children write their output.
+// tree's arena, and no other descriptor of the parent. Its os.Args is the
+// program's name alone: the parent's arguments do not reach it.
+//
+// If the program has closed any of its own descriptors 0-2, Start reopens
+// them on /dev/null, as the C library does for set-user-ID programs, so
+// that no descriptor opened later (the library's, or the program's) lands
+// where the runtime and children write their output.
+//
+// So that ps and top tell the processes of a tree apart, a child's command
+// line reads "<program> <Name>" (ps -ef, ps aux, top -c: "./tickets
+// Process-3", "./tickets PoolWorker-2"), and its comm (ps -o comm, top,
+// pgrep, killall) is its parent's, as for a forked process, rather than
+// the "exe" of the re-executed binary; the kernel keeps 15 bytes of comm,
+// too few for the name too. The child's os.Args[0] is the program's name
+// again from the initialisation of this module's packages on (a package
+// that does not import this module and reads os.Args in its init may run
+// before, and see the title).
 //
 // No descendant of a process of the tree outlives the tree. Every process
 // that starts children is a child subreaper (orphans below it stay below
@@ -104,6 +115,13 @@ type Process struct {
 	// Limits bound an isolated child's resources, applied before the
 	// program's own packages initialise in it. They require Isolated.
 	Limits Limits
+	// QuietErrors stops the child from printing its function's failure on
+	// its standard error. By default, as Python prints a child's
+	// traceback, a child whose function returns an error, panics or calls
+	// runtime.Goexit prints "Process <Name>:" and the error, or the panic
+	// with the goroutine's stack, before it exits; Join returns the same
+	// failure either way. Set it before Start.
+	QuietErrors bool
 
 	fn       any
 	args     []any
@@ -143,6 +161,7 @@ type bootstrap struct {
 	Name     string
 	Daemon   bool
 	Isolated bool
+	Quiet    bool
 	Identity []int
 	Parent   ProcessInfo
 	Grace    time.Duration // the child's SetShutdownGrace
@@ -153,7 +172,8 @@ type outcome struct {
 	Message  string
 	Panicked bool
 	Stack    string
-	Limit    string // the limit the child's error shows it hit (see Limits)
+	Limit    string    // the limit the child's error shows it hit (see Limits)
+	Errs     errorWire // what travels of the error besides its message
 }
 
 // sanitized trims what an isolated child reported to what the parent
@@ -187,7 +207,7 @@ func (p *Process) Start() error {
 	if self.info.Daemon {
 		return fmt.Errorf("%w (%s starting %s)", ErrDaemonic, self.info.Name, p.Name)
 	}
-	req := spawn.Request{}
+	req := spawn.Request{Title: p.Name}
 	var tail *stderrTail
 	if p.Isolated {
 		if err := p.Limits.check(); err != nil {
@@ -284,6 +304,7 @@ func (p *Process) bootstrap() ([]byte, error) {
 		Name:     p.Name,
 		Daemon:   p.Daemon,
 		Isolated: p.Isolated,
+		Quiet:    p.QuietErrors,
 		Identity: p.identity,
 		Parent:   self.info,
 		Grace:    time.Duration(shutdownGrace.Load()),
@@ -344,6 +365,7 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error, limit string
 		pe := &ProcessError{Name: p.Name, Pid: p.child.Pid, ExitCode: st.Code}
 		if out != nil {
 			pe.Message, pe.Panicked, pe.Stack = out.Message, out.Panicked, out.Stack
+			pe.errs = out.Errs.decode()
 		}
 		p.err = pe
 		if limit != "" {

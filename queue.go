@@ -380,7 +380,18 @@ func (q *Queue[T]) TryGet() (T, error) { return q.get(context.Background(), fals
 func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 	q.check()
 	var v T
-	if q.raw != 0 {
+	if q.raw == rawBytes {
+		msg, err := q.getMsg(ctx, nil, block, copyOutBytes)
+		if err != nil {
+			return v, err
+		}
+		if cap(msg) == len(msg) {
+			*(*[]byte)(unsafe.Pointer(&v)) = msg
+			return v, nil
+		}
+		return v, q.decode(msg, &v)
+	}
+	if q.raw == rawString {
 		// The ring copies the item into a new buffer, which the result
 		// then shares: one copy out of shared memory, none after.
 		msg, err := q.getMsg(ctx, nil, block, nil)
@@ -388,12 +399,7 @@ func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 			return v, err
 		}
 		var ok bool
-		if q.raw == rawBytes {
-			*(*[]byte)(unsafe.Pointer(&v)), ok = codec.AdoptBytes(msg)
-		} else {
-			*(*string)(unsafe.Pointer(&v)), ok = codec.AdoptString(msg)
-		}
-		if ok {
+		if *(*string)(unsafe.Pointer(&v)), ok = codec.AdoptString(msg); ok {
 			return v, nil
 		}
 		return v, q.decode(msg, &v)
@@ -406,6 +412,26 @@ func (q *Queue[T]) get(ctx context.Context, block bool) (T, error) {
 	}
 	*bp = msg[:0]
 	return v, q.decode(msg, &v)
+}
+
+// copyOutBytes copies a []byte item out of shared memory for Get: a raw
+// item's payload goes straight into a slice of exactly its length (so a
+// 4 KiB item takes one 4 KiB allocation, not a 4 KiB + 1 byte one, which
+// rounds up to 4.75 KiB and touches a second page), with cap == len; any
+// other encoding is copied whole, with cap > len, for decode. It captures
+// nothing, so passing it allocates nothing.
+func copyOutBytes(_, m []byte) []byte {
+	if p, ok := codec.AdoptBytes(m); ok {
+		if p == nil {
+			return nil
+		}
+		out := make([]byte, len(p))
+		copy(out, p)
+		return out
+	}
+	out := make([]byte, len(m), len(m)+1)
+	copy(out, m)
+	return out
 }
 
 // GetInto is Get storing the item in *dst. For a queue of []byte, the

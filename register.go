@@ -49,6 +49,7 @@ func Register(targets ...any) {
 			}
 			panic(fmt.Sprintf("mp: Register: %s is already registered as a different target", t.name))
 		}
+		t.batch = typedBatch(x) // once here: lookup makes a target per call
 		registry.byName[t.name] = t
 	}
 }
@@ -86,6 +87,8 @@ type target struct {
 	withCtx  bool
 	variadic bool
 	errOut   int // index of the error result, or -1
+
+	batch batchCaller // runs a batched chunk without reflection, or nil
 }
 
 var (

@@ -76,9 +76,12 @@ func (t *Thread) Start() error {
 	self.mu.Lock()
 	self.threads[t] = struct{}{}
 	self.mu.Unlock()
+	info := ThreadInfo{Name: t.Name, Daemon: t.Daemon}
 	go func() {
 		var cerr *callError
 		returned := false
+		leave := enterThread(info)
+		defer leave()
 		defer func() {
 			if !returned {
 				// runtime.Goexit (t.FailNow does): the goroutine ends
@@ -97,7 +100,11 @@ func (t *Thread) Start() error {
 func (t *Thread) finish(cerr *callError) {
 	t.mu.Lock()
 	if cerr != nil {
-		t.err = &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
+		pe := &ProcessError{Name: t.Name, Pid: os.Getpid(), ExitCode: 1, Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
+		if cerr.err != nil {
+			pe.errs = []error{cerr.err}
+		}
+		t.err = pe
 	}
 	if t.cancel != nil {
 		t.cancel()

@@ -61,11 +61,124 @@ var workloads = []workload{
 	{"Lock, 2 processes contending, per acquire", "BenchmarkLockContended", "lock_contended", "ns/op"},
 	{"Queue, small items, 1 producer → 1 consumer", "BenchmarkQueueSmall", "queue_small", "msgs/s"},
 	{"Queue, 4 KiB items, 1 producer → 1 consumer", "BenchmarkQueue4K/Get", "queue_4k", "msgs/s"},
-	{"Pipe round trip, 64 bytes", "BenchmarkPipeRoundTrip", "pipe_rtt", "ns/op"},
+	{"Pipe round trip, 64 bytes", "BenchmarkPipeRoundTrip/idle", "pipe_rtt", "ns/op"},
 	{"Pool(2) map, chunk size 1", "BenchmarkPoolMapChunk1", "pool_map_chunk1", "tasks/s"},
 	{"Pool(2) map, default chunk size", "BenchmarkPoolMap", "pool_map", "tasks/s"},
 	{"Pool(2) apply_async, then get", "BenchmarkPoolApplyAsync", "pool_apply_async", "tasks/s"},
 	{"Dict read-modify-write, 2 processes", "BenchmarkDictUpdate", "dict_update", "ns/op"},
+}
+
+// A comparison is one row of the second and third tables: a multiproc
+// benchmark beside the same workload done another way (the machine's floor,
+// or what a Go programmer would write instead), each a benchmark of pkg.
+type comparison struct {
+	title  string
+	unit   string
+	bench  string   // multiproc's, in the module's root
+	others []string // one per column; "" when that way has no such workload
+}
+
+// floorColumns and floors: multiproc against the bare mechanism it is
+// built on, measured the same way (BenchmarkFutexPingPong is two
+// processes passing a futex word back and forth).
+var (
+	floorColumns = []string{"futex ping-pong"}
+	floors       = []comparison{
+		{"Pipe round trip, 64 bytes", "ns/op", "BenchmarkPipeRoundTrip/idle", []string{"BenchmarkFutexPingPong/unlocked"}},
+		{"Pipe round trip, both cores busy", "ns/op", "BenchmarkPipeRoundTrip/busy", []string{"BenchmarkFutexPingPong/busy"}},
+		{"start + join a process (floor: bare re-exec)", "ns/op", "BenchmarkProcessStartJoin", []string{"BenchmarkBareReexec"}},
+	}
+)
+
+// altPkg holds the benchmarks of the Go alternatives (see its doc).
+const altPkg = "./internal/altbench"
+
+var (
+	altColumns = []string{"os/exec + JSON", "net/rpc", "gob, Unix socket"}
+	alts       = []comparison{
+		{"Pool(2) apply_async, then get", "tasks/s", "BenchmarkPoolApplyAsync", []string{"BenchmarkExecJSON/ApplyAsync", "BenchmarkNetRPC/ApplyAsync", ""}},
+		{"one task, round trip", "ns/op", "BenchmarkPoolApply", []string{"BenchmarkExecJSON/RoundTrip", "BenchmarkNetRPC/RoundTrip", ""}},
+		{"Queue, small items", "msgs/s", "BenchmarkQueueSmall", []string{"", "", "BenchmarkGobSocket/Small"}},
+		{"Queue, 4 KiB items", "msgs/s", "BenchmarkQueue4K/Get", []string{"", "", "BenchmarkGobSocket/4K"}},
+		{"Pipe round trip, 64 bytes", "ns/op", "BenchmarkPipeRoundTrip/idle", []string{"", "", "BenchmarkGobSocket/RoundTrip"}},
+	}
+)
+
+// benchNames lists the benchmarks that workloads and comparisons need from
+// the module's root and from altPkg.
+func benchNames() (root, alt []string) {
+	for _, w := range workloads {
+		root = appendNew(root, w.bench)
+	}
+	for _, c := range floors {
+		root = appendNew(root, c.bench)
+		for _, o := range c.others {
+			root = appendNew(root, o)
+		}
+	}
+	for _, c := range alts {
+		root = appendNew(root, c.bench)
+		for _, o := range c.others {
+			if o != "" {
+				alt = appendNew(alt, o)
+			}
+		}
+	}
+	return root, alt
+}
+
+// compare writes a table of comparisons: multiproc's median, each other
+// column's, and how many times better multiproc is than the best of them
+// (or, against a floor, how many times the floor's cost it pays).
+func compare(w io.Writer, columns []string, cs []comparison, g goResults, floor bool) {
+	last := "multiproc ahead by"
+	if floor {
+		last = "× the floor"
+	}
+	head := append(append([]string{"workload", "multiproc"}, columns...), last)
+	cells := [][]string{head}
+	for _, c := range cs {
+		row := []string{c.title, figure(g, c.bench, c.unit)}
+		var best float64
+		for _, o := range c.others {
+			if o == "" {
+				row = append(row, "—")
+				continue
+			}
+			row = append(row, figure(g, o, c.unit))
+			if v := g.samples[o][c.unit]; len(v) > 0 {
+				m := median(v)
+				if best == 0 || (lowerIsBetter(c.unit) && m < best) || (!lowerIsBetter(c.unit) && m > best) {
+					best = m
+				}
+			}
+		}
+		r := "n/a"
+		if v := g.samples[c.bench][c.unit]; len(v) > 0 && best > 0 {
+			x := median(v) / best // multiproc's cost over the other's, for a time
+			if !lowerIsBetter(c.unit) {
+				x = 1 / x
+			}
+			if floor {
+				r = ratio(x)
+			} else {
+				r = ratio(1 / x)
+			}
+		}
+		cells = append(cells, append(row, r))
+	}
+	markdown(w, cells)
+}
+
+// figure is the median of a benchmark's samples in unit, for a table.
+func figure(g goResults, bench, unit string) string {
+	if v := g.samples[bench][unit]; len(v) > 0 {
+		return human(median(v), unit)
+	}
+	if parent, _, _ := strings.Cut(bench, "/"); g.failed[bench] || g.failed[parent] {
+		return "FAIL"
+	}
+	return "n/a"
 }
 
 func lowerIsBetter(unit string) bool { return strings.HasSuffix(unit, "/op") }
@@ -191,10 +304,10 @@ func median(v []float64) float64 {
 // patterns returns the -bench patterns that select the benchmarks: one
 // for top-level benchmarks and one for sub-benchmarks, since a pattern
 // with a '/' reports nothing for a benchmark that has no sub-benchmarks.
-func patterns(ws []workload) []string {
+func patterns(names []string) []string {
 	var top, parents, subs []string
-	for _, w := range ws {
-		parent, sub, ok := strings.Cut(w.bench, "/")
+	for _, name := range names {
+		parent, sub, ok := strings.Cut(name, "/")
 		if !ok {
 			top = appendNew(top, parent)
 			continue
@@ -321,7 +434,13 @@ func table(w io.Writer, rs []Row) {
 		}
 		cells = append(cells, c)
 	}
-	width := make([]int, 4)
+	markdown(w, cells)
+}
+
+// markdown writes cells, a header row then the others, as a Markdown
+// table: the first column left-aligned, the figures right-aligned.
+func markdown(w io.Writer, cells [][]string) {
+	width := make([]int, len(cells[0]))
 	for _, c := range cells {
 		for i, s := range c {
 			width[i] = max(width[i], len([]rune(s)))
@@ -335,13 +454,13 @@ func table(w io.Writer, rs []Row) {
 			if i == 0 {
 				b.WriteString(" " + s + pad + " |")
 			} else {
-				b.WriteString(" " + pad + s + " |") // figures right-aligned
+				b.WriteString(" " + pad + s + " |")
 			}
 		}
 		fmt.Fprintln(w, b.String())
 	}
 	line(cells[0])
-	sep := make([]string, 4)
+	sep := make([]string, len(width))
 	for i := range sep {
 		sep[i] = strings.Repeat("-", width[i]-1) + ":"
 	}
@@ -386,16 +505,16 @@ func moduleRoot(goCmd, dir string) (string, error) {
 // runGo runs go test for the workloads' benchmarks, echoing its output
 // to stderr, and parses what it printed. err is go test's failure, if any:
 // the results it printed before are kept.
-func runGo(goCmd, root string, count int, benchtime string) (goResults, []string, error) {
+func runGo(goCmd, root, pkg string, names []string, count int, benchtime string) (goResults, []string, error) {
 	var all bytes.Buffer
 	var cmds []string
 	var errs []error
-	for _, pat := range patterns(workloads) {
+	for _, pat := range patterns(names) {
 		args := []string{"test", "-run", "^$", "-bench", pat, "-count", strconv.Itoa(count)}
 		if benchtime != "" {
 			args = append(args, "-benchtime", benchtime)
 		}
-		args = append(args, ".")
+		args = append(args, pkg)
 		cmds = append(cmds, "go "+shellJoin(args))
 		fmt.Fprintf(os.Stderr, "mpbench: in %s: go %s\n", root, shellJoin(args))
 		cmd := exec.Command(goCmd, args...)
@@ -478,6 +597,7 @@ func main() {
 	python := flag.String("python", "python3", "the Python interpreter; empty to measure Go only")
 	dir := flag.String("dir", "", "the module's root (default: found from mpbench's source, or go env GOMOD)")
 	asJSON := flag.Bool("json", false, "print the rows, with every sample, as JSON instead of a table")
+	alternatives := flag.Bool("alternatives", true, "also measure what a Go programmer would use instead (os/exec with JSON, net/rpc, gob over a socket)")
 	flag.Parse()
 	if flag.NArg() > 0 || *count < 1 {
 		flag.Usage()
@@ -506,10 +626,29 @@ func main() {
 
 	started, loadBefore := time.Now(), loadAverage()
 	failed := false
-	g, goCmds, err := runGo(goCmd, root, *count, *benchtime)
+	rootNames, altNames := benchNames()
+	g, goCmds, err := runGo(goCmd, root, ".", rootNames, *count, *benchtime)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mpbench:", err)
 		failed = true
+	}
+	if *alternatives {
+		ga, altCmds, err := runGo(goCmd, root, altPkg, altNames, *count, *benchtime)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mpbench:", err)
+			failed = true
+		}
+		goCmds = append(goCmds, altCmds...)
+		for name, byUnit := range ga.samples {
+			for unit, v := range byUnit {
+				for _, x := range v {
+					g.samples.add(name, unit, x)
+				}
+			}
+		}
+		for name := range ga.failed {
+			g.failed[name] = true
+		}
 	}
 	var py pyResults
 	pyCmd := ""
@@ -547,6 +686,14 @@ func main() {
 		fmt.Println(pyNote)
 		fmt.Printf("medians of %d runs; ratio: how many times better multiproc is (CPython's time / multiproc's, or multiproc's rate / CPython's)\n\n", *count)
 		table(os.Stdout, rs)
+		fmt.Println("\nmultiproc against the machine's floor (the bare mechanism, measured the same way):")
+		fmt.Println()
+		compare(os.Stdout, floorColumns, floors, g, true)
+		if *alternatives {
+			fmt.Println("\nmultiproc against what a Go programmer would write instead (" + altPkg + "):")
+			fmt.Println()
+			compare(os.Stdout, altColumns, alts, g, false)
+		}
 	}
 	if failed {
 		os.Exit(1)

@@ -43,7 +43,7 @@ BenchmarkQueue4K/Get-2        	  123085	      1689 ns/op	2425.66 MB/s	    592209
 BenchmarkQueue4K/Get-2        	  150081	      2019 ns/op	2028.30 MB/s	    495193 msgs/s
 BenchmarkLockUncontended/AcquireRelease-2         	15515629	        16.17 ns/op
 BenchmarkLockUncontended/AcquireRelease-2         	17505356	        13.64 ns/op
-BenchmarkPipeRoundTrip-2      	child says hello
+BenchmarkPipeRoundTrip/idle-2 	child says hello
   539378	       441.2 ns/op
 BenchmarkPoolApplyAsync-2     	--- FAIL: BenchmarkPoolApplyAsync-2
     bench_pool_test.go:85: mp: worker lost
@@ -73,7 +73,7 @@ func TestParseGo(t *testing.T) {
 		{"BenchmarkQueue4K/Get", "msgs/s", []float64{592209, 495193}},
 		{"BenchmarkQueue4K/Get", "MB/s", []float64{2425.66, 2028.30}},
 		{"BenchmarkLockUncontended/AcquireRelease", "ns/op", []float64{16.17, 13.64}},
-		{"BenchmarkPipeRoundTrip", "ns/op", []float64{441.2}},
+		{"BenchmarkPipeRoundTrip/idle", "ns/op", []float64{441.2}},
 	} {
 		if got := g.samples[c.name][c.unit]; !slices.Equal(got, c.want) {
 			t.Errorf("%s %s: %v, want %v", c.name, c.unit, got, c.want)
@@ -205,13 +205,19 @@ func TestHuman(t *testing.T) {
 }
 
 func TestPatterns(t *testing.T) {
-	got := patterns(workloads)
+	root, alt := benchNames()
+	got := patterns(root)
 	want := []string{
-		"^(BenchmarkProcessStartJoin|BenchmarkLockContended|BenchmarkQueueSmall|BenchmarkPipeRoundTrip|BenchmarkPoolMapChunk1|BenchmarkPoolMap|BenchmarkPoolApplyAsync|BenchmarkDictUpdate)$",
-		"^(BenchmarkLockUncontended|BenchmarkQueue4K)$/^(AcquireRelease|Get)$",
+		"^(BenchmarkProcessStartJoin|BenchmarkLockContended|BenchmarkQueueSmall|BenchmarkPoolMapChunk1|BenchmarkPoolMap|BenchmarkPoolApplyAsync|BenchmarkDictUpdate|BenchmarkBareReexec|BenchmarkPoolApply)$",
+		"^(BenchmarkLockUncontended|BenchmarkQueue4K|BenchmarkPipeRoundTrip|BenchmarkFutexPingPong)$/^(AcquireRelease|Get|idle|unlocked|busy)$",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("patterns:\n%q\nwant\n%q", got, want)
+	}
+	got = patterns(alt)
+	want = []string{"^(BenchmarkExecJSON|BenchmarkNetRPC|BenchmarkGobSocket)$/^(ApplyAsync|RoundTrip|Small|4K)$"}
+	if !slices.Equal(got, want) {
+		t.Errorf("alternatives' patterns:\n%q\nwant\n%q", got, want)
 	}
 }
 
@@ -269,4 +275,38 @@ func mustRead(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestCompare: the floor and alternatives tables, from recorded output.
+func TestCompare(t *testing.T) {
+	g := parseGo(strings.NewReader(`BenchmarkPipeRoundTrip/idle-2   	  539378	      1000 ns/op
+BenchmarkFutexPingPong/unlocked-2   	  539378	      4000 ns/op
+BenchmarkPipeRoundTrip/busy-2   	  539378	      30000 ns/op
+BenchmarkFutexPingPong/busy-2   	  539378	      20000 ns/op
+BenchmarkPoolApplyAsync-2     	  100000	      4000 ns/op	    250000 tasks/s
+BenchmarkExecJSON/ApplyAsync-2     	  100000	      4000 ns/op	    200000 tasks/s
+BenchmarkNetRPC/ApplyAsync-2     	  100000	      4000 ns/op	    100000 tasks/s
+--- FAIL: BenchmarkGobSocket/RoundTrip
+`))
+	var out bytes.Buffer
+	compare(&out, floorColumns, floors, g, true)
+	compare(&out, altColumns, alts, g, false)
+	rows := map[string]string{} // a row's cells, trimmed, joined by "|"
+	for _, l := range strings.Split(out.String(), "\n") {
+		f := strings.Split(strings.Trim(l, "|"), "|")
+		for i := range f {
+			f[i] = strings.TrimSpace(f[i])
+		}
+		rows[f[0]+"/"+strings.Join(f[1:], "|")] = ""
+	}
+	for _, want := range []string{
+		"Pipe round trip, 64 bytes/1.00 µs|4.00 µs|0.25×",
+		"Pipe round trip, both cores busy/30.0 µs|20.0 µs|1.50×",
+		"Pool(2) apply_async, then get/250 k tasks/s|200 k tasks/s|100 k tasks/s|—|1.25×",
+		"Pipe round trip, 64 bytes/1.00 µs|—|—|FAIL|n/a",
+	} {
+		if _, ok := rows[want]; !ok {
+			t.Errorf("no row %q in\n%s", want, out.String())
+		}
+	}
 }

@@ -216,8 +216,8 @@ func main() {
 	for i, path := range paths {
 		url := base + path
 		results[i] = mp.ApplyAsync[Page](pool, fetch, []any{url, *d},
-			mp.Callback(out.parse),
-			mp.ErrorCallback(func(err error) {
+			mp.WithCallback(out.parse),
+			mp.WithErrorCallback(func(err error) {
 				// A timed-out task's error is the context's alone: which
 				// URL it was is known here, from the closure.
 				if errors.Is(err, context.DeadlineExceeded) {

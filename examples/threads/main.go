@@ -1,6 +1,7 @@
 // Threads shows the seeds' thread material with mp.Thread, which has the
 // same methods as mp.Process: the two ways to create a thread (a function,
-// or a type with a Run method), IsAlive, and a mutex over shared data, which
+// or a type with a Run method), IsAlive, CurrentThread (Python's
+// current_thread()), and a mutex over shared data, which
 // threads (unlike processes) really share.
 package main
 
@@ -15,11 +16,12 @@ import (
 )
 
 // task runs until release is closed: threads share memory, so a channel
-// can simply be passed to them.
-func task(name string, release chan struct{}) {
-	fmt.Printf("%s: thread start\n", name)
+// can simply be passed to them. It finds its own name as the seed's does,
+// with current_thread().
+func task(release chan struct{}) {
+	fmt.Printf("%s: thread start\n", mp.CurrentThread().Name)
 	<-release
-	fmt.Printf("%s: thread end\n", name)
+	fmt.Printf("%s: thread end\n", mp.CurrentThread().Name)
 }
 
 // myThread is the "subclass Thread and override run" way.
@@ -51,7 +53,7 @@ func main() {
 	ctx := context.Background()
 
 	release := make(chan struct{})
-	t := mp.NewThread(task, "first", release)
+	t := mp.NewThread(task, release)
 	fmt.Printf("%s alive before Start: %v\n", t.Name, t.IsAlive())
 	t.Start()
 	fmt.Printf("%s alive after Start: %v\n", t.Name, t.IsAlive())

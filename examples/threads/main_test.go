@@ -15,8 +15,8 @@ func TestThreads(t *testing.T) {
 	for _, w := range []string{
 		"Thread-1 alive before Start: false\n",
 		"Thread-1 alive after Start: true\n",
-		"first: thread start\n",
-		"first: thread end\nThread-1 alive after Join: false\n",
+		"Thread-1: thread start\n",
+		"Thread-1: thread end\nThread-1 alive after Join: false\n",
 		"second: thread start (Run)\nsecond: thread end (Run)\n",
 		"n after 100 locked decrements: 0\n",
 	} {

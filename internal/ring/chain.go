@@ -34,6 +34,9 @@ type Ring struct {
 	put, get, older atomic.Pointer[seg]
 
 	idle func()
+
+	// How long this process's blocked Puts and Gets spin.
+	putSpin, getSpin spinner
 }
 
 // idleScan is how many cells behind head a blocked Get looks at each poll
@@ -287,11 +290,10 @@ func (r *Ring) PutPair(ctx context.Context, head, body []byte) error {
 		if ok {
 			return err
 		}
-		tries := 0
 		var checked time.Time
-		if werr := r.park(ctx, w.putGate, w.notFull, w.putWaiter, func() bool {
+		if werr := r.park(ctx, &r.putSpin, w.putGate, w.notFull, w.putWaiter, func(spinning bool) bool {
 			ok, err, _, _ = r.putSlow(head, body)
-			if tries++; !ok && tries > spinTries {
+			if !ok && !spinning {
 				// Waiting on the futex: look for corrupt indices that
 				// would keep the ring full for good, once a poll interval.
 				if now := time.Now(); now.Sub(checked) >= poll {
@@ -545,11 +547,10 @@ func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte
 	msg, err := r.TryGetWith(dst, copyOut)
 	for err == ErrEmpty {
 		s := r.get.Load()
-		tries := 0
 		var scanned time.Time
-		if werr := r.park(ctx, s.getGate, s.notEmpty, s.getWaiter, func() bool {
+		if werr := r.park(ctx, &r.getSpin, s.getGate, s.notEmpty, s.getWaiter, func(spinning bool) bool {
 			msg, err = r.TryGetWith(dst, copyOut)
-			if tries++; err == ErrEmpty && tries > spinTries {
+			if err == ErrEmpty && !spinning {
 				// Waiting on the futex: look for corrupt indices (and
 				// messages a corrupt head left behind), once a poll
 				// interval.
@@ -575,7 +576,7 @@ func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte
 func (r *Ring) WaitReady(ctx context.Context) error {
 	for !r.Ready() {
 		s := r.get.Load()
-		if werr := r.park(ctx, s.getGate, s.notEmpty, s.getWaiter, func() bool {
+		if werr := r.park(ctx, &r.getSpin, s.getGate, s.notEmpty, s.getWaiter, func(bool) bool {
 			return r.Ready() || r.get.Load() != s
 		}); werr != nil {
 			return werr
@@ -611,16 +612,15 @@ func (r *Ring) Ready() bool {
 // park waits, as a blocked putter or getter (gate, futex word and waiter
 // count of that direction in one segment), until attempt reports success
 // or ctx ends. It returns ctx's error, or nil (the attempt keeps its own
-// result). It spins first; then one goroutine per process registers as a
-// waiter, re-checks, and sleeps on the word, which the other side bumps
-// only when it sees a waiter registered.
-func (r *Ring) park(ctx context.Context, gate chan struct{}, word, waiters *uint32, attempt func() bool) error {
-	for range spinTries {
-		runtime.Gosched()
-		if attempt() {
-			return nil
-		}
+// result). It spins first, as sp decides (attempt is told it is spinning);
+// then one goroutine per process registers as a waiter, re-checks, and
+// sleeps on the word, which the other side bumps only when it sees a waiter
+// registered.
+func (r *Ring) park(ctx context.Context, sp *spinner, gate chan struct{}, word, waiters *uint32, attempt func(spinning bool) bool) error {
+	if sp.spin(attempt) {
+		return nil
 	}
+	start := time.Now()
 	select {
 	case gate <- struct{}{}:
 	case <-ctx.Done():
@@ -630,8 +630,9 @@ func (r *Ring) park(ctx context.Context, gate chan struct{}, word, waiters *uint
 	for {
 		v := atomic.LoadUint32(word)
 		atomic.AddUint32(waiters, 1)
-		if attempt() {
+		if attempt(false) {
 			atomic.AddUint32(waiters, ^uint32(0))
+			sp.waited(time.Since(start))
 			return nil
 		}
 		werr := wait.Wait(ctx, word, v, poll)

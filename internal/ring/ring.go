@@ -72,8 +72,6 @@ const (
 	// How long a cell may stay claimed by the same owner before a waiter
 	// checks that the owner is alive; also the futex wait's poll.
 	poll = 50 * time.Millisecond
-	// Spinning before parking: tries with runtime.Gosched in between.
-	spinTries = 200
 
 	// Out-of-line blocks of up to spareMax bytes are kept in their cell
 	// for the next message, up to spareBudget bytes per ring.

@@ -1,6 +1,7 @@
 package spawn
 
 import (
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/signal"
@@ -73,6 +74,14 @@ func setupChild() {
 			return
 		}
 	}
+	if m.title != "" {
+		// The command line reads "<program> <title>" for ps; the program
+		// sees the parent's os.Args[0], as it would without a title.
+		if len(os.Args) > 0 {
+			os.Args[0] = strings.TrimSuffix(os.Args[0], " "+m.title)
+		}
+		setComm(m.comm)
+	}
 	child.is, child.ppid = true, m.ppid
 	child.inh = Inherited{Ctl: os.NewFile(uintptr(m.fds[0]), "multiproc-ctl"), Extra: m.fds[1:]}
 	if m.cgroup {
@@ -101,6 +110,8 @@ type marker struct {
 	fds    []int
 	as     uint64
 	cgroup bool
+	title  string // what follows the program's name in the command line
+	comm   string // the parent's comm
 }
 
 func parseMarker(v string) (marker, bool) {
@@ -137,6 +148,16 @@ func parseMarker(v string) (marker, bool) {
 			m.as = n
 		case "cg":
 			m.cgroup = val == "1"
+		case "t", "c":
+			b, err := hex.DecodeString(val)
+			if err != nil {
+				return m, false
+			}
+			if k == "t" {
+				m.title = string(b)
+			} else {
+				m.comm = string(b)
+			}
 		default:
 			return m, false
 		}
@@ -258,4 +279,40 @@ func DieBySignal(sig syscall.Signal) {
 	// somehow not end it, exit as a shell reports a death by signal.
 	time.Sleep(time.Second)
 	os.Exit(128 + int(sig))
+}
+
+// ownComm returns this process's comm, which its children take for
+// theirs.
+func ownComm() string {
+	ownCommOnce.Do(func() {
+		b, _ := os.ReadFile("/proc/self/comm")
+		ownCommName = strings.TrimSuffix(string(b), "\n")
+	})
+	return ownCommName
+}
+
+var (
+	ownCommOnce sync.Once
+	ownCommName string
+)
+
+// setComm gives every thread of this process the comm name (at most 15
+// bytes, as the kernel keeps), the one ps and top show: re-executing
+// /proc/self/exe made it "exe". Threads started later inherit it from the
+// thread that starts them.
+func setComm(name string) {
+	if name == "" {
+		return
+	}
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	ownCommOnce.Do(func() { ownCommName = name })
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return
+	}
+	for _, t := range tasks {
+		os.WriteFile("/proc/self/task/"+t.Name()+"/comm", []byte(name), 0)
+	}
 }

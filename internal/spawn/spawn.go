@@ -34,6 +34,7 @@
 package spawn
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -80,6 +81,12 @@ type Request struct {
 	// Limits are applied to the child before it runs any code of the
 	// program's own packages.
 	Limits Limits
+	// Title, if not empty, is what ps and top show for the child, after
+	// the program's name: its command line reads "<os.Args[0]> <Title>"
+	// (the child's os.Args is the parent's os.Args[0] alone, as without a
+	// title), and its comm (ps -o comm, top) is the parent's, not the
+	// "exe" of the re-executed /proc/self/exe.
+	Title string
 }
 
 // Limits bound a child's resources; zero fields do not limit.
@@ -292,6 +299,13 @@ func Start(req Request) (*Child, error) {
 	if req.Limits.AddressSpace > 0 {
 		marker += ";as=" + strconv.FormatUint(req.Limits.AddressSpace, 10)
 	}
+	argv0 := os.Args[0]
+	if req.Title != "" {
+		// One argument still: a program that counts or parses its
+		// arguments before the child restores os.Args sees none.
+		argv0 += " " + req.Title
+		marker += ";t=" + hex.EncodeToString([]byte(req.Title)) + ";c=" + hex.EncodeToString([]byte(ownComm()))
+	}
 	cg := newCgroup(req.Limits.Memory)
 	if cg != nil {
 		marker += ";cg=1"
@@ -314,7 +328,7 @@ func Start(req Request) (*Child, error) {
 	attr := &syscall.ProcAttr{Env: env, Files: files, Sys: sys}
 	var pid int
 	fork := func() {
-		pid, err = syscall.ForkExec("/proc/self/exe", []string{os.Args[0]}, attr)
+		pid, err = syscall.ForkExec("/proc/self/exe", []string{argv0}, attr)
 	}
 	onForkThread(req.Isolated, fork)
 	if err != nil && cg != nil {
