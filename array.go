@@ -34,6 +34,9 @@ import (
 // may be passed to child processes as an argument, inside a struct or
 // through a queue; every copy refers to the same elements. Its memory
 // lives as long as the process tree.
+//
+// The zero Array is not usable: make one with NewArray. Its methods panic
+// with an error wrapping ErrInvalidHandle; Close does nothing.
 type Array[T Scalar] struct {
 	h    handle
 	data unsafe.Pointer // element 0

@@ -37,6 +37,9 @@ var ErrBrokenBarrier = errors.New("mp: broken barrier")
 // party that does not get to run while more rounds than that end after its
 // own (possible only when more goroutines than parties use the barrier)
 // counts its round as released.
+//
+// The zero Barrier is not usable: make one with NewBarrier. Its methods
+// panic with an error wrapping ErrInvalidHandle; Close does nothing.
 type Barrier struct {
 	h         handle
 	state     *uint64
@@ -61,12 +64,13 @@ const (
 
 	barMaxName   = 200
 	barBlockSize = 256
-	// MaxBarrierParties is the most parties a Barrier can have.
-	MaxBarrierParties = 1<<20 - 1
 
 	barBroken  = 1
 	barGenMask = 1<<31 - 1
 )
+
+// MaxBarrierParties is the most parties a Barrier can have.
+const MaxBarrierParties = 1<<20 - 1
 
 // barActions holds, in the process that made each barrier, its action by
 // the barrier's offset: the function itself, registered or not.

@@ -31,14 +31,18 @@ var (
 	_ Locker = (*RLock)(nil)
 )
 
-// ErrTooManyWaiters is returned by Condition.Wait when ConditionMaxWaiters
+// ErrTooManyWaiters is returned by Condition.Wait when MaxConditionWaiters
 // goroutines, in all processes together, are already waiting on the
 // condition.
 var ErrTooManyWaiters = errors.New("mp: too many waiters on the condition")
 
-// ConditionMaxWaiters is how many goroutines (of all processes together)
+// MaxConditionWaiters is how many goroutines (of all processes together)
 // can wait on one Condition at the same time.
-const ConditionMaxWaiters = condSlots
+const MaxConditionWaiters = 1020
+
+// MaxConditionWaiters must be the number of slots in a Condition's block (this
+// does not compile otherwise).
+const _ = uint(MaxConditionWaiters-condSlots) + uint(condSlots-MaxConditionWaiters)
 
 // Condition is a condition variable shared by every process of the tree,
 // Python's multiprocessing.Condition: goroutines holding its lock Wait until
@@ -51,7 +55,7 @@ const ConditionMaxWaiters = condSlots
 // requires (without it, a waiter that is just starting to wait may or may
 // not be counted).
 //
-// At most ConditionMaxWaiters goroutines can wait at once; beyond that,
+// At most MaxConditionWaiters goroutines can wait at once; beyond that,
 // Wait returns ErrTooManyWaiters.
 //
 // A process killed while waiting leaves its registration behind. Notify
@@ -62,6 +66,9 @@ const ConditionMaxWaiters = condSlots
 // as with any waiter that dies after being woken, its notification is then
 // lost. When the table of waiters is full, Wait first frees the entries of
 // dead processes.
+//
+// The zero Condition is not usable: make one with NewCondition. Its methods
+// panic with an error wrapping ErrInvalidHandle; Close does nothing.
 type Condition struct {
 	h     handle
 	lock  Locker
@@ -161,7 +168,8 @@ func (c *Condition) Release() error {
 }
 
 // Lock acquires the underlying lock; with Unlock it makes a Condition a
-// sync.Locker.
+// sync.Locker. Like Lock.Lock, it swallows ErrOwnerDied: use Acquire to
+// learn of a holder's death.
 func (c *Condition) Lock() {
 	c.check()
 	c.lock.Lock()
@@ -183,7 +191,7 @@ func (c *Condition) Unlock() {
 // It returns nil when notified; ctx.Err() when ctx ended first; an error
 // wrapping ErrOwnerDied if, while it waited, a process died holding the
 // lock (the caller holds the lock, and should repair what it protects);
-// ErrTooManyWaiters if ConditionMaxWaiters goroutines are waiting already;
+// ErrTooManyWaiters if MaxConditionWaiters goroutines are waiting already;
 // and ErrNotAcquired, without waiting, if the caller does not hold the lock.
 // Python allows spurious wake-ups; this Wait returns nil only when
 // notified, but callers should still re-check their condition in a loop

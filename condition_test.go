@@ -451,9 +451,9 @@ func TestConditionTooManyWaiters(t *testing.T) {
 	c := mp.Must(mp.NewCondition(mp.Must(mp.NewLock())))
 	ctx, cancel := context.WithCancel(minuteCtx(t))
 	var entered, woke atomic.Int64
-	errs := condWaiters(ctx, c, mp.ConditionMaxWaiters, &entered, &woke)
+	errs := condWaiters(ctx, c, mp.MaxConditionWaiters, &entered, &woke)
 	eventually(t, "all waiters", func() bool {
-		return underLock(c, func() bool { return entered.Load() == mp.ConditionMaxWaiters })
+		return underLock(c, func() bool { return entered.Load() == mp.MaxConditionWaiters })
 	})
 	c.Lock()
 	err := c.Wait(ctx)
@@ -465,7 +465,7 @@ func TestConditionTooManyWaiters(t *testing.T) {
 	c.NotifyAll()
 	c.Unlock()
 	cancel()
-	for range mp.ConditionMaxWaiters {
+	for range mp.MaxConditionWaiters {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
@@ -473,7 +473,7 @@ func TestConditionTooManyWaiters(t *testing.T) {
 	// Every slot is free again.
 	errs = condWaiters(minuteCtx(t), c, 1, &entered, &woke)
 	eventually(t, "a new waiter", func() bool {
-		return underLock(c, func() bool { return entered.Load() == mp.ConditionMaxWaiters+1 })
+		return underLock(c, func() bool { return entered.Load() == mp.MaxConditionWaiters+1 })
 	})
 	c.Lock()
 	c.Notify(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"reflect"
 	"sync/atomic"
 
@@ -36,6 +37,9 @@ import (
 // writing where it should not) makes its calls fail with ErrCorrupt; it
 // never panics, hangs or touches other objects' memory, and a panic in
 // Update's function leaves it unlocked.
+//
+// The zero Dict is not usable: make one with NewDict. Its methods panic with
+// an error wrapping ErrInvalidHandle; Close does nothing.
 type Dict[K comparable, V any] struct {
 	h   handle
 	m   mutex
@@ -292,10 +296,19 @@ func (d *Dict[K, V]) snapshot() (buf []byte, ends []int, err error) {
 	return buf, ends, sharedErr(err)
 }
 
-// Range calls f with each key and value of a consistent snapshot of the
-// Dict, in no particular order, until f returns false. f may call the Dict.
-// Range fails if a stored key or value cannot be decoded.
-func (d *Dict[K, V]) Range(f func(key K, value V) bool) error {
+// All returns an iterator over the keys and values of a consistent
+// snapshot of the Dict, taken when the loop starts, in no particular order,
+// as maps.All: changes made by any process during the loop are not seen,
+// and the loop's body may call the Dict. A Dict damaged by another process,
+// or a stored value that cannot be decoded as V, ends the loop early and
+// silently: Items and Keys return such errors.
+func (d *Dict[K, V]) All() iter.Seq2[K, V] {
+	return func(yield func(K, V) bool) { _ = d.each(yield) }
+}
+
+// each calls f with each key and value of a snapshot until f returns
+// false, and returns the first error of taking or decoding it.
+func (d *Dict[K, V]) each(f func(key K, value V) bool) error {
 	buf, ends, err := d.snapshot()
 	if err != nil {
 		return err
@@ -318,10 +331,12 @@ func (d *Dict[K, V]) Range(f func(key K, value V) bool) error {
 	return nil
 }
 
-// Items returns a consistent snapshot of the Dict as a Go map.
+// Items returns a consistent snapshot of the Dict as a Go map. It fails,
+// with an error wrapping ErrCorrupt, if a stored key or value cannot be
+// decoded.
 func (d *Dict[K, V]) Items() (map[K]V, error) {
 	m := make(map[K]V)
-	err := d.Range(func(k K, v V) bool {
+	err := d.each(func(k K, v V) bool {
 		m[k] = v
 		return true
 	})
@@ -346,6 +361,20 @@ func (d *Dict[K, V]) Keys() ([]K, error) {
 		start = ends[i+1]
 	}
 	return keys, nil
+}
+
+// Clear removes every key, atomically: a call on the Dict from any process
+// sees it either before the Clear or after it, never with some keys gone,
+// also when the process calling Clear is killed in the middle of it (the
+// next call finishes it). The memory of the keys and values goes back to
+// the tree's arena. Clear fails only for a Dict damaged by another process
+// (an error wrapping ErrCorrupt), which it empties all the same, so that
+// the Dict is usable again.
+func (d *Dict[K, V]) Clear() error {
+	d.lock()
+	defer d.m.unlock()
+	// Clear finishes the change in progress itself (see recover).
+	return sharedErr(d.s.Clear())
 }
 
 func (d *Dict[K, V]) check() {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -21,7 +23,8 @@ type point struct{ X, Y int }
 type pair struct{ A, B int }
 
 func init() {
-	mp.Register(dictDecrement, dictDecrementLocked, dictDecrementUnlocked, dictHammer, listAppender)
+	mp.Register(dictDecrement, dictDecrementLocked, dictDecrementUnlocked, dictHammer, listAppender,
+		dictFillClear, listPopper)
 }
 
 // dictDecrement is the seed's worker: take one from "count", atomically.
@@ -139,13 +142,14 @@ func TestDictBasics(t *testing.T) {
 		t.Fatal("Update returning false kept the key")
 	}
 	n := 0
-	d.Range(func(k string, v int) bool {
-		d.Set(k, v+1) // allowed: Range works on a snapshot
-		n++
-		return n < 10
-	})
+	for k, v := range d.All() {
+		d.Set(k, v+1) // allowed: All works on a snapshot
+		if n++; n == 10 {
+			break
+		}
+	}
 	if n != 10 {
-		t.Fatalf("Range went on after false: %d calls", n)
+		t.Fatalf("All went on after break: %d iterations", n)
 	}
 }
 
@@ -354,5 +358,326 @@ func TestListAcrossProcesses(t *testing.T) {
 			t.Fatalf("process %d's element %d after %d", id, i, next[id]-1)
 		}
 		next[id]++
+	}
+}
+
+// dictFillClear sets keys 0 to n-1, in order, to the round's number, then
+// clears the Dict, for rounds rounds (for ever if rounds is 0), setting
+// ready after the first.
+func dictFillClear(d *mp.Dict[int, int], n, rounds int, ready *mp.Event) error {
+	for r := 0; rounds == 0 || r < rounds; r++ {
+		for k := range n {
+			if err := d.Set(k, r); err != nil {
+				return err
+			}
+		}
+		if err := d.Clear(); err != nil {
+			return err
+		}
+		ready.Set()
+	}
+	return nil
+}
+
+// checkPrefix checks a snapshot of a Dict that dictFillClear changes: with
+// Clear atomic, it is always keys 0 to j-1 of one round, for some j (the
+// round's filling so far); a Clear seen half done would leave some keys
+// and not others, in hash order.
+func checkPrefix(items map[int]int) error {
+	round := -1
+	for k := range len(items) {
+		v, ok := items[k]
+		if !ok {
+			return fmt.Errorf("%d keys but not key %d: a Clear half done (%v)", len(items), k, items)
+		}
+		if round >= 0 && v != round {
+			return fmt.Errorf("keys of rounds %d and %d together: %v", round, v, items)
+		}
+		round = v
+	}
+	return nil
+}
+
+// TestDictClearAtomic: another process fills a Dict and clears it, over and
+// over, while this one takes snapshots: none shows a Clear half done. Then
+// the arena is back where it was before the Dict was ever filled: Clear
+// gave back the entries' and the table's memory.
+func TestDictClearAtomic(t *testing.T) {
+	const n, rounds = 64, 150
+	d := mp.Must(mp.NewDict[int, int]())
+	ready := mp.Must(mp.NewEvent())
+	defer ready.Close()
+	p := mp.NewProcess(dictFillClear, d, n, rounds, ready)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	snapshots, partial := 0, 0
+	for p.IsAlive() {
+		items, err := d.Items()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkPrefix(items); err != nil {
+			p.Kill()
+			p.Join(context.Background())
+			t.Fatal(err)
+		}
+		snapshots++
+		if len(items) > 0 && len(items) < n {
+			partial++
+		}
+	}
+	if err := p.Join(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d snapshots, %d of them during a filling", snapshots, partial)
+	if d.Len() != 0 {
+		t.Fatalf("Len = %d after the last Clear", d.Len())
+	}
+}
+
+// inUse is the arena's memory in use but for the holder tables, which grow
+// with the processes started and are kept.
+func inUse(t *testing.T) int {
+	t.Helper()
+	s, err := mp.ReadArenaStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.InUse - s.Tables
+}
+
+// TestDictClearMemory: many rounds of Set and Clear leave the arena as it
+// was before the Dict was filled: Clear gives back the entries' and the
+// table's memory (deleting every key one by one would keep the table).
+func TestDictClearMemory(t *testing.T) {
+	d := mp.Must(mp.NewDict[int, string]())
+	defer d.Close()
+	// Earlier tests' primitives dropped without Close give their memory
+	// back when the collector finds them: not during the measurement.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	runtime.GC()
+	before := inUse(t)
+	for r := range 200 {
+		for k := range 50 + r%50 {
+			if err := d.Set(k, strings.Repeat("v", r)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.Clear(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := inUse(t); after > before || d.Len() != 0 || mp.DictBlocks(d) != 0 {
+		t.Fatalf("after 200 rounds of Set and Clear: %d keys, %d blocks, %d bytes in use, %d before",
+			d.Len(), mp.DictBlocks(d), after, before)
+	}
+}
+
+// TestDictClearKilled kills a process that fills and clears a Dict, again
+// and again: what it leaves is never a Clear half done, the Dict stays
+// usable, and once cleared it holds no memory: nothing leaked by a Clear
+// cut short, nothing freed twice.
+func TestDictClearKilled(t *testing.T) {
+	const n = 40
+	d := mp.Must(mp.NewDict[int, int]())
+	defer d.Close()
+	before := inUse(t)
+	rounds := 10
+	if testing.Short() {
+		rounds = 4
+	}
+	for r := range rounds {
+		ready := mp.Must(mp.NewEvent())
+		p := mp.NewProcess(dictFillClear, d, n, 0, ready)
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := ready.Wait(ctx)
+		cancel()
+		ready.Close()
+		// Vary the moment of the kill: this process takes the lock too.
+		for range 20 * r {
+			if _, err := d.Items(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.Kill()
+		p.Join(context.Background())
+		if err != nil {
+			t.Fatalf("round %d: filler not ready: %v", r, err)
+		}
+		items, err := d.Items()
+		if err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+		if err := checkPrefix(items); err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+	}
+	if err := d.Clear(); err != nil {
+		t.Fatal(err)
+	}
+	if after := inUse(t); after > before || d.Len() != 0 || mp.DictBlocks(d) != 0 {
+		t.Fatalf("after the kills and a Clear: %d keys, %d bytes in use, %d before", d.Len(), after, before)
+	}
+	// Usable again.
+	if err := d.Set(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := d.Get(1); v != 2 || !ok || err != nil {
+		t.Fatalf("Get after Clear: %v %v %v", v, ok, err)
+	}
+}
+
+// TestDictAllSnapshot: All yields the Dict as it was when the loop began,
+// though the loop's body changes it.
+func TestDictAllSnapshot(t *testing.T) {
+	d := mp.Must(mp.NewDict[string, int]())
+	for i := range 10 {
+		d.Set(fmt.Sprint(i), i)
+	}
+	seen := map[string]int{}
+	for k, v := range d.All() {
+		seen[k] = v
+		d.Delete(k)
+		d.Set("new"+k, v)
+	}
+	if len(seen) != 10 {
+		t.Fatalf("All yielded %d entries: %v", len(seen), seen)
+	}
+	for i := range 10 {
+		if v, ok := seen[fmt.Sprint(i)]; !ok || v != i {
+			t.Fatalf("All yielded %v", seen)
+		}
+	}
+	if d.Len() != 10 {
+		t.Fatalf("Len = %d", d.Len())
+	}
+}
+
+// listPopper pops from l until it is empty, appending each element to
+// out, and then counts itself done.
+func listPopper(l, out *mp.List[int], fromFront bool) error {
+	for {
+		var v int
+		var err error
+		if fromFront {
+			v, err = l.PopAt(0)
+		} else {
+			v, err = l.Pop()
+		}
+		if errors.Is(err, mp.ErrOutOfRange) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := out.Append(v); err != nil {
+			return err
+		}
+	}
+}
+
+// TestListPopConcurrent: three processes pop from one List at once (from
+// the end, then from the front): each element is popped exactly once.
+func TestListPopConcurrent(t *testing.T) {
+	const n, procs = 1500, 3
+	for _, front := range []bool{false, true} {
+		l := mp.Must(mp.NewList[int]())
+		for i := range n {
+			if err := l.Append(i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var outs []*mp.List[int]
+		var ps []*mp.Process
+		for range procs {
+			out := mp.Must(mp.NewList[int]())
+			outs = append(outs, out)
+			ps = append(ps, mp.NewProcess(listPopper, l, out, front))
+		}
+		runAll(t, ps)
+		seen := make([]int, n)
+		for _, out := range outs {
+			items, err := out.Items()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each process's pops come in the List's order.
+			if !slices.IsSortedFunc(items, func(a, b int) int {
+				if front {
+					return a - b
+				}
+				return b - a
+			}) {
+				t.Fatalf("front=%v: a process popped out of order: %v", front, items)
+			}
+			for _, v := range items {
+				seen[v]++
+			}
+		}
+		for v, c := range seen {
+			if c != 1 {
+				t.Fatalf("front=%v: element %d popped %d times", front, v, c)
+			}
+		}
+		if l.Len() != 0 {
+			t.Fatalf("front=%v: %d left", front, l.Len())
+		}
+	}
+}
+
+func TestListPopInsertClear(t *testing.T) {
+	l := mp.Must(mp.NewList[string]())
+	if _, err := l.Pop(); !errors.Is(err, mp.ErrOutOfRange) {
+		t.Fatalf("Pop of an empty List: %v", err)
+	}
+	for _, s := range []string{"b", "d"} {
+		l.Append(s)
+	}
+	for _, c := range []struct {
+		i int
+		v string
+	}{{0, "a"}, {2, "c"}, {4, "e"}} {
+		if err := l.Insert(c.i, c.v); err != nil {
+			t.Fatalf("Insert(%d, %q): %v", c.i, c.v, err)
+		}
+	}
+	for _, i := range []int{-1, 6} {
+		if err := l.Insert(i, "x"); !errors.Is(err, mp.ErrOutOfRange) {
+			t.Fatalf("Insert(%d): %v", i, err)
+		}
+		if _, err := l.PopAt(i); !errors.Is(err, mp.ErrOutOfRange) {
+			t.Fatalf("PopAt(%d): %v", i, err)
+		}
+	}
+	if items, _ := l.Items(); !slices.Equal(items, []string{"a", "b", "c", "d", "e"}) {
+		t.Fatalf("after the Inserts: %q", items)
+	}
+	if v, err := l.Pop(); v != "e" || err != nil {
+		t.Fatalf("Pop = %q %v", v, err)
+	}
+	if v, err := l.PopAt(1); v != "b" || err != nil {
+		t.Fatalf("PopAt(1) = %q %v", v, err)
+	}
+	var got []string
+	for i, v := range l.All() {
+		got = append(got, fmt.Sprint(i, v))
+		l.Append("during") // not seen: All works on a snapshot
+	}
+	if !slices.Equal(got, []string{"0a", "1c", "2d"}) {
+		t.Fatalf("All yielded %q", got)
+	}
+	before := inUse(t)
+	if err := l.Clear(); err != nil || l.Len() != 0 {
+		t.Fatalf("Clear: %v, Len %d", err, l.Len())
+	}
+	if after := inUse(t); after >= before {
+		t.Fatalf("Clear gave back no memory: %d bytes in use, %d before", after, before)
+	}
+	if _, err := l.Pop(); !errors.Is(err, mp.ErrOutOfRange) {
+		t.Fatalf("Pop after Clear: %v", err)
 	}
 }

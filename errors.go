@@ -3,6 +3,7 @@ package mp
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"syscall"
 
@@ -109,3 +110,18 @@ func (e *ProcessError) Error() string {
 		return who + " exited with status " + strconv.Itoa(e.ExitCode)
 	}
 }
+
+// BufferTooShortError is the error of Conn.RecvBytesInto for a message
+// longer than the buffer (Python's BufferTooShort); the message was not
+// taken. Match it with errors.As; it also matches io.ErrShortBuffer with
+// errors.Is.
+type BufferTooShortError struct {
+	Needed int // the message's length: the buffer size it takes
+}
+
+func (e *BufferTooShortError) Error() string {
+	return fmt.Sprintf("mp: the message is %d bytes, longer than the buffer", e.Needed)
+}
+
+// Unwrap returns io.ErrShortBuffer.
+func (e *BufferTooShortError) Unwrap() error { return io.ErrShortBuffer }

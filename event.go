@@ -15,6 +15,9 @@ import (
 //
 // The flag shares its word with a count of Sets, so a waiter released by a
 // Set returns even if Clear follows at once, as in Python.
+//
+// The zero Event is not usable: make one with NewEvent. Its methods panic
+// with an error wrapping ErrInvalidHandle; Close does nothing.
 type Event struct {
 	h       handle
 	word    *uint32 // generation << 1 | flag

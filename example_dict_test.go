@@ -78,3 +78,51 @@ func ExampleNewList() {
 	// [b cc] true
 	// mp: index out of range: index 5, length 2
 }
+
+// Clear empties a Dict in one step: no process sees it half cleared.
+func ExampleDict_Clear() {
+	d, _ := mp.NewDict[string, int]()
+	d.Set("a", 1)
+	d.Set("b", 2)
+	d.Clear()
+	fmt.Println(d.Len())
+	// Output: 0
+}
+
+// All iterates over a snapshot, as maps.All does over a map.
+func ExampleDict_All() {
+	d, _ := mp.NewDict[string, int]()
+	d.Set("a", 1)
+	d.Set("b", 2)
+	sum := 0
+	for _, v := range d.All() {
+		sum += v
+	}
+	fmt.Println(sum)
+	// Output: 3
+}
+
+// Pop takes the last element, PopAt any; processes popping from one List
+// at once each get a different element.
+func ExampleList_Pop() {
+	l, _ := mp.NewList[string]()
+	for _, s := range []string{"a", "b", "c"} {
+		l.Append(s)
+	}
+	last, _ := l.Pop()
+	first, _ := l.PopAt(0)
+	l.Insert(0, "z")
+	fmt.Println(last, first)
+	for i, v := range l.All() {
+		fmt.Println(i, v)
+	}
+	l.Pop()
+	l.Pop()
+	_, err := l.Pop()
+	fmt.Println(err)
+	// Output:
+	// c a
+	// 0 z
+	// 1 b
+	// mp: index out of range: pop from an empty List
+}

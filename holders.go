@@ -45,10 +45,14 @@ const (
 	holderMax        = holderBlockSlots * holderMaxBlocks // 1008
 )
 
-// HolderMax is how many live processes one Semaphore, JoinableQueue,
+// MaxHolders is how many live processes one Semaphore, JoinableQueue,
 // exact-maxsize Queue or pipe end can record as holders (see
 // ErrTooManyProcesses).
-const HolderMax = holderMax
+const MaxHolders = 1008
+
+// MaxHolders must be the number of entries a holder table can have (this does
+// not compile otherwise).
+const _ = uint(MaxHolders-holderMax) + uint(holderMax-MaxHolders)
 
 // claimMu serialises the search for an entry of this process, so that a
 // process never has two entries in one table.

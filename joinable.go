@@ -22,12 +22,15 @@ import (
 // Items a Get drops as corrupt count as lost in the same way. Each
 // process's items taken and not yet done are recorded beside the queue for
 // this, so TaskDone should be called in the process that took the item.
-// Up to HolderMax live processes can be recorded; an entry is freed
+// Up to MaxHolders live processes can be recorded; an entry is freed
 // once its process has ended. Beyond that, Put and Get return an error
 // wrapping ErrTooManyProcesses rather than hand an item to a process Join
 // could not account for. A process killed within the few instructions
 // between two of these records can make Join return one item early, never
 // late.
+//
+// The zero JoinableQueue is not usable: make one with NewJoinableQueue. Its
+// methods panic with an error wrapping ErrInvalidHandle, Close included.
 type JoinableQueue[T any] struct {
 	*Queue[T]
 }
@@ -162,7 +165,12 @@ func (j *joinState) reclaimLost() bool {
 }
 
 // MarshalBinary encodes the queue's handle.
-func (q *JoinableQueue[T]) MarshalBinary() ([]byte, error) { return q.Queue.MarshalBinary() }
+func (q *JoinableQueue[T]) MarshalBinary() ([]byte, error) {
+	if q.Queue == nil {
+		return nil, fmt.Errorf("%w: zero value", ErrInvalidHandle)
+	}
+	return q.Queue.MarshalBinary()
+}
 
 // UnmarshalBinary makes q refer to the joinable queue that data encodes.
 func (q *JoinableQueue[T]) UnmarshalBinary(data []byte) error {
@@ -179,6 +187,9 @@ func (q *JoinableQueue[T]) UnmarshalBinary(data []byte) error {
 
 // SimpleQueue is Python's multiprocessing.SimpleQueue: a Queue with only
 // Put, Get, Empty and Close.
+//
+// The zero SimpleQueue is not usable: make one with NewSimpleQueue. Its
+// methods panic with an error wrapping ErrInvalidHandle, Close included.
 type SimpleQueue[T any] struct {
 	q *Queue[T]
 }
@@ -205,7 +216,12 @@ func (s *SimpleQueue[T]) Empty() bool { return s.q.Empty() }
 func (s *SimpleQueue[T]) Close() { s.q.Close() }
 
 // MarshalBinary encodes the queue's handle.
-func (s *SimpleQueue[T]) MarshalBinary() ([]byte, error) { return s.q.MarshalBinary() }
+func (s *SimpleQueue[T]) MarshalBinary() ([]byte, error) {
+	if s.q == nil {
+		return nil, fmt.Errorf("%w: zero value", ErrInvalidHandle)
+	}
+	return s.q.MarshalBinary()
+}
 
 // UnmarshalBinary makes s refer to the queue that data encodes.
 func (s *SimpleQueue[T]) UnmarshalBinary(data []byte) error {

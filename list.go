@@ -2,6 +2,7 @@ package mp
 
 import (
 	"fmt"
+	"iter"
 	"reflect"
 	"sync/atomic"
 
@@ -21,6 +22,9 @@ import (
 // A List may be passed to child processes as an argument, inside a struct
 // or through a queue. Its memory lives as long as the process tree. Like a
 // Dict, a List damaged by another process fails its calls with ErrCorrupt.
+//
+// The zero List is not usable: make one with NewList. Its methods panic with
+// an error wrapping ErrInvalidHandle; Close does nothing.
 type List[T any] struct {
 	h handle
 	m mutex
@@ -126,7 +130,8 @@ func (l *List[T]) Set(i int, value T) error {
 }
 
 // Delete removes element i, moving the later elements down by one, as
-// Python's del l[i]. It costs time in proportion to the length.
+// Python's del l[i]. It costs time in proportion to the length, but for
+// the last element.
 func (l *List[T]) Delete(i int) error {
 	l.lock()
 	defer l.m.unlock()
@@ -177,19 +182,112 @@ func (l *List[T]) Len() int {
 	return l.s.Len()
 }
 
-// Items returns a consistent snapshot of the List's elements.
+// Insert puts value before element i, moving element i and the later
+// ones up by one, as Python's l.insert(i, value); i may be Len, which
+// appends. An i outside 0 to Len is the error ErrOutOfRange (Python would
+// clamp it). It costs time in proportion to the length, and fails,
+// changing nothing, for a value that cannot be encoded or when shared
+// memory is full.
+func (l *List[T]) Insert(i int, value T) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b, err := encodeShared((*bp)[:0], value, "List")
+	if err != nil {
+		return err
+	}
+	*bp = b
+	l.lock()
+	defer l.m.unlock()
+	if err := l.recover(); err != nil {
+		return err
+	}
+	if n := l.s.Len(); i < 0 || i > n {
+		return fmt.Errorf("%w: Insert at %d, length %d", ErrOutOfRange, i, n)
+	}
+	return sharedErr(l.s.Insert(i, b))
+}
+
+// Pop removes the last element and returns it, as Python's l.pop(). It
+// takes constant time. On an empty List it returns an error wrapping
+// ErrOutOfRange. Pop is atomic: processes popping at once each get a
+// different element, and every element is popped once.
+func (l *List[T]) Pop() (T, error) { return l.pop(-1) }
+
+// PopAt removes element i and returns it, moving the later elements down
+// by one, as Python's l.pop(i): atomically, like Pop. It costs time in
+// proportion to the length, but for the last element. An index out of
+// range is the error ErrOutOfRange.
+func (l *List[T]) PopAt(i int) (T, error) {
+	if i < 0 {
+		var zero T
+		return zero, fmt.Errorf("%w: index %d", ErrOutOfRange, i)
+	}
+	return l.pop(i)
+}
+
+// pop removes and returns element i, the last one if i is -1.
+func (l *List[T]) pop(i int) (T, error) {
+	var zero T
+	l.lock()
+	defer l.m.unlock()
+	if err := l.recover(); err != nil {
+		return zero, err
+	}
+	n := l.s.Len()
+	if n == 0 {
+		return zero, fmt.Errorf("%w: pop from an empty List", ErrOutOfRange)
+	}
+	if i < 0 {
+		i = n - 1
+	}
+	if err := l.inRange(i); err != nil {
+		return zero, err
+	}
+	b, err := l.s.At(i)
+	if err != nil {
+		return zero, sharedErr(err)
+	}
+	// Decoded before the element goes, so that an element that cannot be
+	// decoded stays where it is.
+	v, err := decodeShared[T](b, "List")
+	if err != nil {
+		return zero, err
+	}
+	return v, sharedErr(l.s.Delete(i))
+}
+
+// Clear removes every element, atomically (see Dict.Clear), giving their
+// memory back to the tree's arena.
+func (l *List[T]) Clear() error {
+	l.lock()
+	defer l.m.unlock()
+	return sharedErr(l.s.Clear())
+}
+
+// Items returns a consistent snapshot of the List's elements. It fails,
+// with an error wrapping ErrCorrupt, if a stored element cannot be decoded.
 func (l *List[T]) Items() ([]T, error) {
 	var out []T
-	err := l.Range(func(_ int, v T) bool {
+	err := l.each(func(_ int, v T) bool {
 		out = append(out, v)
 		return true
 	})
 	return out, err
 }
 
-// Range calls f with each index and element of a consistent snapshot of
-// the List, in order, until f returns false. f may call the List.
-func (l *List[T]) Range(f func(i int, value T) bool) error {
+// All returns an iterator over the indexes and elements of a consistent
+// snapshot of the List, taken when the loop starts, in order, as
+// slices.All: changes made by any process during the loop are not seen,
+// and the loop's body may call the List. A List damaged by another process,
+// or an element that cannot be decoded as T, ends the loop early and
+// silently: Items returns such errors.
+func (l *List[T]) All() iter.Seq2[int, T] {
+	return func(yield func(int, T) bool) { _ = l.each(yield) }
+}
+
+// each calls f with each index and element of a snapshot until f returns
+// false, and returns the first error of taking or decoding it.
+func (l *List[T]) each(f func(i int, value T) bool) error {
 	buf, ends, err := l.snapshot()
 	if err != nil {
 		return err

@@ -16,6 +16,22 @@ import (
 // Unlike Python's, a Lock survives the death of its holder: if a process
 // holding it is killed, the next acquirer gets the lock together with
 // ErrOwnerDied. Waiters park without holding OS threads.
+//
+// Beware: Lock, the sync.Locker method, swallows ErrOwnerDied. A goroutine
+// that takes the lock with Lock after its holder was killed gets it as if
+// nothing had happened, though what the lock protects may be half changed.
+// Where that matters, use Acquire, the robust form:
+//
+//	if err := l.Acquire(ctx); errors.Is(err, mp.ErrOwnerDied) {
+//		// We hold the lock; its previous holder died holding it:
+//		// check or repair what it protects.
+//	} else if err != nil {
+//		return err // ctx ended: we do not hold the lock
+//	}
+//	defer l.Release()
+//
+// The zero Lock is not usable: make one with NewLock. Its methods panic with
+// an error wrapping ErrInvalidHandle; Close does nothing.
 type Lock struct {
 	h handle
 	m mutex
@@ -60,8 +76,9 @@ func (l *Lock) Release() error {
 }
 
 // Lock acquires the lock, blocking as long as it takes; with Unlock it makes
-// a Lock a sync.Locker. A previous holder's death is not reported here: use
-// Acquire to learn of it.
+// a Lock a sync.Locker. It swallows ErrOwnerDied: the death of the previous
+// holder, which may have left what the lock protects half changed, is not
+// reported. Use Acquire to learn of it (see Lock).
 func (l *Lock) Lock() { l.Acquire(context.Background()) }
 
 // Unlock releases the lock; it panics if the lock is not held, as

@@ -53,9 +53,12 @@ const PipeSize = 1024
 // room.
 //
 // A Conn may be used by several goroutines at once (messages are then
-// shared out among the receivers). Up to HolderMax live processes may hold
+// shared out among the receivers). Up to MaxHolders live processes may hold
 // each end; a further process's decoding of an end fails with an error
 // wrapping ErrTooManyProcesses.
+//
+// The zero Conn is not usable: make one with Pipe. Its methods panic with an
+// error wrapping ErrInvalidHandle, Close included.
 type Conn struct {
 	h          handle
 	end        int
@@ -160,9 +163,25 @@ func (c *Conn) open(h handle, end int) error {
 // an error wrapping ErrUnencodable or ErrTooLarge (nothing is sent),
 // io.ErrClosedPipe if every holder of the other end has closed it or died,
 // ErrClosed after Close, or an error wrapping ErrNotSupported on the
-// receiving end of a one-way pipe.
-func (c *Conn) Send(v any) error {
-	if err := c.ready(c.send, "Send"); err != nil {
+// receiving end of a one-way pipe. It is SendContext without a way out:
+// when the reader may stop reading while alive, use SendContext or
+// TrySend.
+func (c *Conn) Send(v any) error { return c.sendValue(context.Background(), v, true, "Send") }
+
+// SendContext is Send that gives up when ctx ends, returning ctx.Err():
+// the message is then not sent.
+func (c *Conn) SendContext(ctx context.Context, v any) error {
+	return c.sendValue(ctx, v, true, "SendContext")
+}
+
+// TrySend is Send without blocking: on a full pipe it returns ErrFull, and
+// sends nothing. A full pipe whose readers have all died gives
+// io.ErrClosedPipe instead, once that is noticed (it is looked for at most
+// every 50 ms).
+func (c *Conn) TrySend(v any) error { return c.sendValue(nil, v, false, "TrySend") }
+
+func (c *Conn) sendValue(ctx context.Context, v any, block bool, op string) error {
+	if err := c.ready(c.send, op); err != nil {
 		return err
 	}
 	bp := bufs.Get().(*[]byte)
@@ -172,16 +191,16 @@ func (c *Conn) Send(v any) error {
 	if lendsValue(v) {
 		var err error
 		if msg, lent, err = lend(msg, v); err != nil {
-			return fmt.Errorf("mp: Send: %w", err)
+			return fmt.Errorf("mp: %s: %w", op, err)
 		}
 	}
 	msg, err := codec.AppendMarshal(msg, v)
 	if err != nil {
 		giveBack(lent)
-		return fmt.Errorf("mp: Send: %w", err)
+		return fmt.Errorf("mp: %s: %w", op, err)
 	}
 	*bp = msg[:0]
-	if err := c.put(msg); err != nil {
+	if err := c.put(ctx, msg, block); err != nil {
 		giveBack(lent)
 		return err
 	}
@@ -189,17 +208,44 @@ func (c *Conn) Send(v any) error {
 }
 
 // SendBytes sends b as it is, as one message (Python's send_bytes); the
-// other end reads it with RecvBytes. Its errors are those of Send.
+// other end reads it with RecvBytes or RecvBytesInto. Its errors are those
+// of Send.
 func (c *Conn) SendBytes(b []byte) error {
+	return c.SendBytesContext(context.Background(), b)
+}
+
+// SendBytesContext is SendBytes that gives up when ctx ends, as
+// SendContext.
+func (c *Conn) SendBytesContext(ctx context.Context, b []byte) error {
 	if err := c.ready(c.send, "SendBytes"); err != nil {
 		return err
 	}
-	return c.put(b)
+	return c.put(ctx, b, true)
 }
 
-func (c *Conn) put(msg []byte) error {
+// TrySendBytes is SendBytes without blocking, as TrySend: ErrFull on a full
+// pipe.
+func (c *Conn) TrySendBytes(b []byte) error {
+	if err := c.ready(c.send, "TrySendBytes"); err != nil {
+		return err
+	}
+	return c.put(nil, b, false)
+}
+
+// put sends msg, blocking until ctx ends if block is set.
+func (c *Conn) put(ctx context.Context, msg []byte, block bool) error {
 	c.h.loc.raceRelease()
-	if err := c.send.Put(context.Background(), msg); err != nil {
+	var err error
+	if block {
+		err = c.send.Put(ctx, msg)
+	} else if err = c.send.TryPut(msg); err == ring.ErrFull {
+		// Nobody may be left to read: a TrySend in a loop must end.
+		c.checkPeer()
+		if c.send.Closed() {
+			err = ring.ErrClosed
+		}
+	}
+	if err != nil {
 		if errors.Is(err, ring.ErrClosed) {
 			return io.ErrClosedPipe
 		}
@@ -254,6 +300,30 @@ func (c *Conn) RecvBytes(ctx context.Context) ([]byte, error) {
 		msg = []byte{}
 	}
 	return msg, err
+}
+
+// RecvBytesInto waits for the next message, until ctx ends, copies it into
+// buf and returns its length (Python's recv_bytes_into), allocating
+// nothing. A message longer than buf is not taken: RecvBytesInto returns
+// a *BufferTooShortError holding its length, and the message stays first
+// in the pipe for a later call with a buffer big enough. Its other errors
+// are those of Recv.
+func (c *Conn) RecvBytesInto(ctx context.Context, buf []byte) (int, error) {
+	if err := c.ready(c.recv, "RecvBytesInto"); err != nil {
+		return 0, err
+	}
+	n, err := c.recv.GetInto(ctx, buf)
+	if err != nil {
+		switch {
+		case err == ring.ErrShortBuffer:
+			return 0, &BufferTooShortError{Needed: n}
+		case errors.Is(err, ring.ErrClosed):
+			return 0, io.EOF
+		}
+		return 0, queueErr(err)
+	}
+	c.h.loc.raceAcquire()
+	return n, nil
 }
 
 func (c *Conn) get(ctx context.Context, dst []byte) ([]byte, error) {

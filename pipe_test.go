@@ -1,6 +1,7 @@
 package mp_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -579,4 +580,217 @@ func TestPipeManyHolders(t *testing.T) {
 	if err := a.Recv(ctx, &got); !errors.Is(err, io.EOF) {
 		t.Fatalf("Recv after every holder ended = %v, want io.EOF", err)
 	}
+}
+
+// holdUntil holds end, not reading, until release is set.
+func holdUntil(end *mp.Conn, ready, release *mp.Event) error {
+	ready.Set()
+	return release.Wait(context.Background())
+}
+
+// sendSizes sends a message of each length in sizes, each byte its index
+// in the list, then returns without closing its end.
+func sendSizes(c *mp.Conn, sizes []int) error {
+	for i, n := range sizes {
+		if err := c.SendBytes(bytes.Repeat([]byte{byte(i)}, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func init() { mp.Register(holdUntil, sendSizes) }
+
+// fillPipe sends with TrySend until the pipe is full, and returns how many
+// it sent.
+func fillPipe(t *testing.T, c *mp.Conn) int {
+	t.Helper()
+	for i := 0; ; i++ {
+		err := c.TrySend(i)
+		if errors.Is(err, mp.ErrFull) {
+			return i
+		}
+		if err != nil {
+			t.Fatalf("TrySend %d: %v", i, err)
+		}
+		if i > 10*mp.PipeSize {
+			t.Fatal("TrySend never found the pipe full")
+		}
+	}
+}
+
+// TestPipeTrySendAndContext: a reader that is alive but does not read lets
+// the pipe fill: TrySend and TrySendBytes then return ErrFull at once, and
+// SendContext and SendBytesContext give up with the context's error,
+// sending nothing; once the reader takes a message there is room again.
+func TestPipeTrySendAndContext(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	ready, release := mp.Must(mp.NewEvent()), mp.Must(mp.NewEvent())
+	p := mp.NewProcess(holdUntil, b, ready, release)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		release.Set()
+		if err := join(t, p); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := ready.Wait(within(t)); err != nil {
+		t.Fatal(err)
+	}
+	n := fillPipe(t, a)
+	if n != mp.PipeSize {
+		t.Fatalf("the pipe took %d messages, want PipeSize (%d)", n, mp.PipeSize)
+	}
+	if err := a.TrySendBytes([]byte("x")); !errors.Is(err, mp.ErrFull) {
+		t.Fatalf("TrySendBytes on a full pipe: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := a.SendContext(ctx, "late"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("SendContext on a full pipe past its deadline: %v", err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	cancelled := make(chan error, 1)
+	go func() { cancelled <- a.SendBytesContext(ctx, []byte("late")) }()
+	cancel()
+	if err := <-cancelled; !errors.Is(err, context.Canceled) {
+		t.Fatalf("SendBytesContext on a full pipe, cancelled: %v", err)
+	}
+	// The other end (held here too: this process made the pipe) finds
+	// exactly the messages that were accepted, in order.
+	for i := range n {
+		var v int
+		if err := b.Recv(within(t), &v); err != nil || v != i {
+			t.Fatalf("message %d: %d %v", i, v, err)
+		}
+		if i == 0 {
+			if err := a.TrySend(n); err != nil {
+				t.Fatalf("TrySend after a message was taken: %v", err)
+			}
+		}
+	}
+	var v int
+	if err := b.Recv(within(t), &v); err != nil || v != n {
+		t.Fatalf("the message sent once there was room: %d %v", v, err)
+	}
+	done, stop := context.WithCancel(context.Background())
+	stop()
+	if ok, _ := b.Poll(done); ok {
+		t.Fatal("a message of a failed send was delivered")
+	}
+}
+
+// TestPipeTrySendDeadReader: TrySend to a full pipe whose only reader was
+// killed ends with io.ErrClosedPipe, not ErrFull for ever.
+func TestPipeTrySendDeadReader(t *testing.T) {
+	a, b := pipe(t, true)
+	defer a.Close()
+	ready, release := mp.Must(mp.NewEvent()), mp.Must(mp.NewEvent())
+	defer release.Close()
+	p := mp.NewProcess(holdUntil, b, ready, release)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ready.Wait(within(t)); err != nil {
+		t.Fatal(err)
+	}
+	fillPipe(t, a)
+	p.Kill()
+	join(t, p)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := a.TrySend(0)
+		if err == io.ErrClosedPipe {
+			break
+		}
+		if !errors.Is(err, mp.ErrFull) || time.Now().After(deadline) {
+			t.Fatalf("TrySend to a full pipe whose reader died: %v", err)
+		}
+	}
+	if err := a.SendContext(within(t), 0); err != io.ErrClosedPipe {
+		t.Fatalf("SendContext after: %v", err)
+	}
+}
+
+// TestPipeRecvBytesInto: messages that fit are copied into the buffer; a
+// longer one is a *BufferTooShortError with its length, and stays first in
+// the pipe for a call with a buffer big enough. Across processes, with
+// messages inline and out of line.
+func TestPipeRecvBytesInto(t *testing.T) {
+	a, b := pipe(t, false)
+	sizes := []int{0, 5, 200, 10, 100000, 7}
+	p := mp.NewProcess(sendSizes, b, sizes)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	shorts := 0
+	for i, want := range sizes {
+		n, err := a.RecvBytesInto(within(t), buf)
+		var short *mp.BufferTooShortError
+		if errors.As(err, &short) {
+			if short.Needed != want || len(buf) >= want || !errors.Is(err, io.ErrShortBuffer) {
+				t.Fatalf("message %d of %d bytes into %d: %v (Needed %d)", i, want, len(buf), err, short.Needed)
+			}
+			shorts++
+			buf = make([]byte, short.Needed)
+			n, err = a.RecvBytesInto(within(t), buf)
+		}
+		if err != nil || n != want || !bytes.Equal(buf[:n], bytes.Repeat([]byte{byte(i)}, want)) {
+			t.Fatalf("message %d: %d bytes (want %d), %v", i, n, want, err)
+		}
+	}
+	if shorts != 2 {
+		t.Fatalf("%d short buffers, want 2", shorts)
+	}
+	if err := join(t, p); err != nil {
+		t.Fatal(err)
+	}
+	// The sender has gone: EOF. An empty pipe with a deadline: its error.
+	if n, err := a.RecvBytesInto(within(t), buf); n != 0 || err != io.EOF {
+		t.Fatalf("RecvBytesInto after the sender left: %d %v", n, err)
+	}
+	c, d := pipe(t, true)
+	defer c.Close()
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.RecvBytesInto(ctx, buf); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("RecvBytesInto on an empty pipe past its deadline: %v", err)
+	}
+	if _, err := b.RecvBytesInto(ctx, buf); !errors.Is(err, mp.ErrNotSupported) {
+		t.Fatalf("RecvBytesInto on the sending end: %v", err)
+	}
+	if err := a.TrySend(1); !errors.Is(err, mp.ErrNotSupported) {
+		t.Fatalf("TrySend on the receiving end: %v", err)
+	}
+}
+
+// BenchmarkPipeRecvBytesInto is BenchmarkPipeRoundTrip with the reply read
+// by RecvBytesInto into one buffer: no allocation per message.
+func BenchmarkPipeRecvBytesInto(b *testing.B) {
+	a, c, err := mp.Pipe(true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ready := mp.Must(mp.NewEvent())
+	p := startChild(b, ready, benchPipeEcho, c, ready)
+	ctx := context.Background()
+	msg, buf := make([]byte, 64), make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := a.SendBytes(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.RecvBytesInto(ctx, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	a.Close()
+	joinChild(b, p)
 }

@@ -88,6 +88,8 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // service either way. Pass large data through SharedMemory or a file.
 //
 // A Pool's methods may be called from any goroutine.
+//
+// The zero Pool is not usable: make one with NewPool or NewThreadPool.
 type Pool struct {
 	cfg     poolConfig
 	threads bool

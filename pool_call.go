@@ -42,6 +42,9 @@ import (
 // AsyncResult is the result of work submitted without waiting for it
 // (ApplyAsync, MapAsync): Python's AsyncResult. Its methods may be called
 // from any goroutine.
+//
+// AsyncResults are made by ApplyAsync and MapAsync; a zero AsyncResult never
+// becomes ready (Get and Wait wait until their context ends).
 type AsyncResult[R any] struct {
 	done   chan struct{}
 	val    R

@@ -63,8 +63,10 @@ func (k kind) String() string {
 }
 
 // ErrInvalidHandle is returned when decoding a primitive from bytes that do
-// not describe one of the right type, and by methods of a zero primitive
-// (one not made by its New function).
+// not describe one of the right type, and by MarshalBinary of a zero
+// primitive (one not made by its New function). The other methods of a
+// zero primitive panic with an error wrapping ErrInvalidHandle, but for
+// String, and for Close where the type says that it does nothing.
 var ErrInvalidHandle = errors.New("mp: invalid handle")
 
 // handle is what makes a primitive encodable: where it lives in the tree's

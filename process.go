@@ -92,6 +92,9 @@ var (
 // orphans leaves alone any child this process holds a pidfd for (the os
 // package does for os/exec children); a child started with raw
 // syscall.ForkExec, without one, may be reaped by the library.
+//
+// The zero Process is not usable: make one with NewProcess. Its Start fails
+// with an error wrapping ErrBadArguments.
 type Process struct {
 	// Name is used in errors and by CurrentProcess in the child. It
 	// defaults to Python's "Process-N" ("Process-1:2" for the second child

@@ -19,8 +19,8 @@ import (
 // Errors of queues.
 var (
 	// ErrFull is returned by TryPut when the queue holds maxsize items
-	// (Python's queue.Full).
-	ErrFull = errors.New("mp: queue is full")
+	// (Python's queue.Full), and by Conn.TrySend on a full pipe.
+	ErrFull = errors.New("mp: full")
 	// ErrEmpty is returned by TryGet when the queue has no item (Python's
 	// queue.Empty).
 	ErrEmpty = errors.New("mp: queue is empty")
@@ -41,7 +41,7 @@ var (
 	ErrTasksLost = errors.New("mp: tasks lost with a dead process")
 	// ErrTooManyProcesses is returned, by the Acquire of a Semaphore, the
 	// puts and gets of a JoinableQueue, and the decoding of a pipe's end,
-	// in a process beyond the HolderMax live processes that the object can
+	// in a process beyond the MaxHolders live processes that the object can
 	// record as holders: were that process to die holding something, it
 	// could not be given back. Nothing is taken, put or held. An entry is
 	// freed when its process has ended.
@@ -51,8 +51,11 @@ var (
 	ErrTaskDone = errors.New("mp: TaskDone called more times than there were items")
 )
 
-// MaxMessage is the largest encoded item a queue carries.
-const MaxMessage = ring.MaxMessage
+// MaxMessage is the largest encoded item a queue or a pipe carries: 64 MiB.
+const MaxMessage = 64 << 20
+
+// MaxMessage must be the ring's limit (this does not compile otherwise).
+const _ = uint(MaxMessage-ring.MaxMessage) + uint(ring.MaxMessage-MaxMessage)
 
 // DefaultQueueSize is a maxsize for queues meant to be large but bounded.
 // A queue made with maxsize <= 0 is unbounded, as in Python: bounded only
@@ -88,6 +91,9 @@ const DefaultQueueSize = 1 << 15
 // Blocked Puts and Gets park their goroutines without holding OS threads.
 // A Queue may be passed to child processes as an argument, inside a struct,
 // or through another queue.
+//
+// The zero Queue is not usable: make one with NewQueue. Its methods panic
+// with an error wrapping ErrInvalidHandle, Close included.
 type Queue[T any] struct {
 	h     handle
 	r     *ring.Ring

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,7 +71,10 @@ func TestQueueRingScribble(t *testing.T) {
 	}
 	const batch = 50
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	if s, err := strconv.ParseUint(os.Getenv("MULTIPROC_SEED"), 10, 64); err == nil {
+		seed = s // to replay a failure
+	}
+	t.Logf("seed %d (MULTIPROC_SEED=%[1]d replays it)", seed)
 	for _, kind := range []string{"header", "indices", "cells", "any"} {
 		t.Run(kind, func(t *testing.T) {
 			counts := map[string]int{}

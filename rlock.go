@@ -20,6 +20,9 @@ import (
 //
 // As with Lock, if the owning process dies holding it, the next acquirer gets
 // it with ErrOwnerDied.
+//
+// The zero RLock is not usable: make one with NewRLock. Its methods panic
+// with an error wrapping ErrInvalidHandle; Close does nothing.
 type RLock struct {
 	h     handle
 	m     mutex
@@ -98,7 +101,8 @@ func (r *RLock) Release() error {
 	return r.m.unlock()
 }
 
-// Lock is Acquire with no deadline, for sync.Locker.
+// Lock is Acquire with no deadline, for sync.Locker. Like Lock.Lock, it
+// swallows ErrOwnerDied: use Acquire to learn of a holder's death.
 func (r *RLock) Lock() { r.Acquire(context.Background()) }
 
 // Unlock is Release; it panics if the caller does not hold the lock.

@@ -32,10 +32,14 @@ import (
 // permits recovered from a dead process are thus those taken and not
 // returned by anyone.
 //
-// Up to HolderMax live processes can hold permits of one semaphore at a
+// Up to MaxHolders live processes can hold permits of one semaphore at a
 // time; beyond that, Acquire returns an error wrapping ErrTooManyProcesses
 // (TryAcquire reports false) rather than hand out a permit that could not
 // be recovered.
+//
+// The zero Semaphore is not usable: make one with NewSemaphore or
+// NewBoundedSemaphore. Its methods panic with an error wrapping
+// ErrInvalidHandle; Close does nothing.
 type Semaphore struct {
 	h       handle
 	word    *uint64 // the count and the last change's record: see ledger

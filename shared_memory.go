@@ -47,6 +47,10 @@ import (
 // struct or through a queue: it travels as its name, and the receiver
 // attaches to it; the receiver should Close it when done (its mapping
 // otherwise lasts until it exits).
+//
+// The zero SharedMemory is not usable: make one with NewSharedMemory or
+// AttachSharedMemory. Its methods panic with an error wrapping
+// ErrInvalidHandle, Close included.
 type SharedMemory struct {
 	name  string
 	size  int

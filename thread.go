@@ -15,6 +15,9 @@ import (
 // registered.
 //
 // The methods of a Thread are safe to call from several goroutines.
+//
+// The zero Thread is not usable: make one with NewThread. Its Start fails
+// with an error wrapping ErrBadArguments.
 type Thread struct {
 	// Name defaults to "Thread-N".
 	Name string

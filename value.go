@@ -179,6 +179,9 @@ func addFloat(p unsafe.Pointer, size uintptr, delta uint64) uint64 {
 // A Value may be passed to child processes as an argument, inside a struct
 // or through a queue; every copy refers to the same value and the same
 // lock. Its memory lives as long as the process tree.
+//
+// The zero Value is not usable: make one with NewValue. Its methods panic
+// with an error wrapping ErrInvalidHandle; Close does nothing.
 type Value[T Scalar] struct {
 	h    handle
 	p    unsafe.Pointer // the value

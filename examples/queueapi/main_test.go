@@ -17,7 +17,7 @@ put 3
 put 4
 put 5
 full: true len: 5
-TryPut(6): mp: queue is full
+TryPut(6): mp: full
 got 1
 got 2
 got 3

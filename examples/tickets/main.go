@@ -1,9 +1,11 @@
 // Tickets is the seeds' ticket rush (seeds 000, 001, 002 and 004; seed 001
 // adds 12306, seed 003 the message-passing trend). Buyers check how many
 // tickets are left, then buy one. The stock is a JSON database, a file
-// holding {"count": N}, and a purchase spends a while between reading the
-// count and writing it back (-latency; the seeds sleep 0.1 to 0.5 s). Four
-// ways to sell, each run against the same database, reset for each:
+// holding {"count": N}, and every sale takes a while (-latency, the
+// payment: the seeds sleep 0.1 to 0.5 s between reading the count and
+// writing it back). Four ways to sell, each run against the same database,
+// reset for each, and each paying the same latency per sale; what differs
+// is where they pay it:
 //
 //   - unsafe: no coordination, the seeds' first attempt. Buyers read the
 //     same count during one another's latency and each writes back its own
@@ -21,9 +23,11 @@
 //     section, but no buyer holds anything while it waits.
 //   - memory: the 12306 design of seed 001. The stock is loaded from the
 //     database into shared memory (an mp.Dict) before sales open; a
-//     purchase is one atomic Dict.Update, with no gap between reading and
-//     writing, so the database's latency is not paid per sale. After the
-//     rush, a writer process writes the count back to the database, once.
+//     purchase is one atomic Dict.Update that reserves the ticket, with no
+//     gap between reading and writing; the sale's latency is paid after it,
+//     outside any lock, so sales overlap as in the unsafe way, without its
+//     race. After the rush, a writer process writes the count back to the
+//     database, once.
 //
 // By default all four run and the program prints one table: what each
 // sold, how far beyond the stock, what the database says is left, and how
@@ -52,14 +56,19 @@
 //
 // # Latency
 //
-// The latency is the time between reading the stock and writing it back
-// (the network, the payment); the database's reads and writes themselves
-// are as fast as the file system. A buyer who reads 0 has nothing to write
-// back and leaves at once (the seeds sleep before they look; that would
-// only make every refusal slow as well). In memory mode a purchase has no
-// such gap, which is the point of the design, and the writer's one write
-// is a plain write. The elapsed time runs from the opening of sales until
-// every buyer has been answered and the database holds the final count.
+// The latency is the work of a sale besides the stock (the network, the
+// payment), the same for every strategy: the database's reads and writes
+// themselves are as fast as the file system. Unsafe, lock and queue pay it
+// between reading the stock and writing it back, as the seeds do; memory
+// pays it once the Dict has reserved the ticket. So the lock and the
+// queue, whose critical section holds it, sell one ticket per latency,
+// while unsafe and memory pay the latencies of all sales at once: that
+// difference is the one the table shows, and -latency 0 removes it,
+// leaving the cost of the coordination itself. A buyer who finds the stock
+// empty has nothing to pay for and leaves at once (the seeds sleep before
+// they look; that would only make every refusal slow as well). The elapsed
+// time runs from the opening of sales until every buyer has been answered
+// and the database holds the final count.
 //
 // Ctrl-C or SIGTERM stops the rush under way (mp.NotifyContext): buyers
 // stop after the purchase they are making and report what they bought, the
@@ -213,6 +222,9 @@ func buyers(ctx context.Context, s Shop, proc, first, n int) error {
 				}
 				return left, true
 			})
+			if ticket > 0 && err == nil {
+				s.Latency.pause() // the sale's work, outside any lock
+			}
 			return ticket, err
 		}
 	default:
@@ -657,7 +669,7 @@ func main() {
 	flag.IntVar(&c.tickets, "tickets", 5, "tickets in stock")
 	flag.IntVar(&c.attempts, "attempts", 1, "purchase attempts per buyer")
 	flag.IntVar(&c.procs, "procs", max(4*mp.CPUCount(), 10), "most buyer processes; buyers beyond it share processes as goroutines")
-	flag.Var(&c.latency, "latency", "time between reading the stock and writing it back: MIN-MAX (random) or one duration")
+	flag.Var(&c.latency, "latency", "the work of each sale, in every strategy: MIN-MAX (random) or one duration; 0 for none")
 	flag.StringVar(&c.db, "db", "", "the JSON database, reset to {\"count\": tickets} for each strategy (default: a file in a temporary directory)")
 	strategy := flag.String("strategy", "all", "unsafe, lock, queue, memory or all")
 	flag.BoolVar(&c.verbose, "v", false, "every buyer prints its own line")
@@ -689,7 +701,7 @@ func main() {
 	// a line rewritten in place.
 	c.progress = !c.verbose && isTerminal(os.Stderr)
 
-	fmt.Printf("%d buyers, %s each, rush for %d tickets; %v from reading the stock to writing it back (in memory: none); buyers in %d processes\n",
+	fmt.Printf("%d buyers, %s each, rush for %d tickets; each sale takes %v (in memory, after the reservation); buyers in %d processes\n",
 		c.buyers, plural(c.attempts, "attempt"), c.tickets, &c.latency, min(c.procs, c.buyers))
 	var results []result
 	for _, st := range run {

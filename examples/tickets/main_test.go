@@ -27,7 +27,7 @@ func run(t *testing.T, args ...string) string {
 }
 
 var (
-	headerLine = regexp.MustCompile(`^(\d+) buyers, (\d+) attempts? each, rush for (\d+) tickets; \S+ from reading the stock to writing it back \(in memory: none\); buyers in (\d+) processes$`)
+	headerLine = regexp.MustCompile(`^(\d+) buyers, (\d+) attempts? each, rush for (\d+) tickets; each sale takes \S+ \(in memory, after the reservation\); buyers in (\d+) processes$`)
 	buyerLine  = regexp.MustCompile(`^buyer (\d+) \(pid (\d+)\) bought (\d+) of (\d+): (?:sold out|tickets? ([\d ]+))$`)
 	tableHead  = regexp.MustCompile(`^strategy +buyers +tickets +sold +oversold +left in db +elapsed +attempts/s$`)
 	tableRow   = regexp.MustCompile(`^(unsafe|lock|queue|memory) +(\d+) +(\d+) +(\d+) +(\d+) +(\d+) +(\S+) +(\d+)$`)
@@ -41,7 +41,10 @@ type outcome struct {
 }
 
 // row is a strategy's line of the table; note its explanation, if any.
-type row struct{ buyers, tickets, sold, oversold, left int }
+type row struct {
+	buyers, tickets, sold, oversold, left int
+	elapsed                               time.Duration
+}
 
 type note struct{ sold, stock, oversold, shared, worst, worstCount, left, overwritten, sales int }
 
@@ -94,7 +97,11 @@ func parse(t *testing.T, out string) output {
 		case tableRow.MatchString(l):
 			m := tableRow.FindStringSubmatch(l)
 			o.order = append(o.order, m[1])
-			o.rows[m[1]] = row{atoi(t, m[2]), atoi(t, m[3]), atoi(t, m[4]), atoi(t, m[5]), atoi(t, m[6])}
+			el, err := time.ParseDuration(m[7])
+			if err != nil {
+				t.Fatalf("elapsed %q: %v", m[7], err)
+			}
+			o.rows[m[1]] = row{atoi(t, m[2]), atoi(t, m[3]), atoi(t, m[4]), atoi(t, m[5]), atoi(t, m[6]), el}
 		case noteLine.MatchString(l):
 			m := noteLine.FindStringSubmatch(l)
 			var n [9]int
@@ -285,11 +292,12 @@ func TestDefault(t *testing.T) {
 }
 
 // TestScale is the memory strategy's rush at scale: 1,000 buyers making
-// 100 attempts each, 100,000 purchases for 60,000 tickets. Every ticket is
-// sold exactly once and every buyer reports.
+// 100 attempts each, 100,000 purchases for 60,000 tickets, with no
+// simulated latency. Every ticket is sold exactly once and every buyer
+// reports.
 func TestScale(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "ticket.json")
-	out := run(t, "-strategy=memory", "-buyers=1000", "-attempts=100", "-tickets=60000", "-v", "-db="+db)
+	out := run(t, "-strategy=memory", "-buyers=1000", "-attempts=100", "-tickets=60000", "-latency=0", "-v", "-db="+db)
 	o := parse(t, out)
 	if o.buyers != 1000 || o.attempts != 100 || o.tickets != 60000 {
 		t.Fatalf("not the run asked for:\n%.2000s", out)
@@ -328,7 +336,7 @@ func TestInterrupted(t *testing.T) {
 			// signal: it comes in the middle of the rush.
 			const tickets = 100_000_000
 			cmd := exec.Command(bin, "-strategy", "memory", "-buyers", "4", "-procs", "4",
-				"-tickets", strconv.Itoa(tickets), "-attempts", "25000000", "-db", db)
+				"-tickets", strconv.Itoa(tickets), "-attempts", "25000000", "-latency", "0", "-db", db)
 			var stdout, stderr strings.Builder
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			if err := cmd.Start(); err != nil {
@@ -407,4 +415,25 @@ func awaitSelling(t *testing.T, pid, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("the buyers did not start selling within a minute")
+}
+
+// TestSameLatency: every strategy pays the latency for each sale, so that
+// the table compares where they pay it, not whether: each rush takes at
+// least one latency, and the lock's and the queue's, which pay it inside
+// their critical section, at least one per ticket sold. (Lower bounds that
+// sleeping guarantees, whatever the machine's load.)
+func TestSameLatency(t *testing.T) {
+	const latency = 40 * time.Millisecond
+	out := run(t, "-buyers=6", "-tickets=3", "-procs=3", "-latency="+latency.String())
+	o := parse(t, out)
+	for _, s := range strategies {
+		r := o.rows[s]
+		least := latency
+		if s == "lock" || s == "queue" {
+			least = time.Duration(r.sold) * latency
+		}
+		if r.sold == 0 || r.elapsed < least {
+			t.Errorf("%s: %d sold in %v, want at least %v: a sale did not pay the latency", s, r.sold, r.elapsed, least)
+		}
+	}
 }

@@ -505,9 +505,37 @@ func (r *Ring) TryGet(dst []byte) ([]byte, error) { return r.TryGetWith(dst, nil
 
 // TryGetWith is TryGet with the message copied out by copyOut.
 func (r *Ring) TryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
+	return r.tryGetWith(dst, copyOut, -1)
+}
+
+// TryGetInto is TryGet into buf: it copies the next message into buf and
+// returns its length, without allocating. A message longer than buf is
+// left in the ring: TryGetInto then returns its length and ErrShortBuffer.
+func (r *Ring) TryGetInto(buf []byte) (int, error) {
+	msg, err := r.tryGetWith(buf[:0], nil, len(buf))
+	return into(msg, err)
+}
+
+// GetInto is Get into buf, as TryGetInto.
+func (r *Ring) GetInto(ctx context.Context, buf []byte) (int, error) {
+	msg, err := r.getWith(ctx, buf[:0], nil, len(buf))
+	return into(msg, err)
+}
+
+func into(msg []byte, err error) (int, error) {
+	if err != nil {
+		if se, ok := err.(*shortError); ok {
+			return se.n, ErrShortBuffer
+		}
+		return 0, err
+	}
+	return len(msg), nil
+}
+
+func (r *Ring) tryGetWith(dst []byte, copyOut CopyOut, limit int) ([]byte, error) {
 	for {
 		s := r.get.Load()
-		msg, err := s.tryGetWith(dst, copyOut)
+		msg, err := s.tryGetWith(dst, copyOut, limit)
 		if err != ErrClosed {
 			return msg, err
 		}
@@ -544,12 +572,16 @@ func (r *Ring) Get(ctx context.Context, dst []byte) ([]byte, error) {
 
 // GetWith is Get with the message copied out by copyOut.
 func (r *Ring) GetWith(ctx context.Context, dst []byte, copyOut CopyOut) ([]byte, error) {
-	msg, err := r.TryGetWith(dst, copyOut)
+	return r.getWith(ctx, dst, copyOut, -1)
+}
+
+func (r *Ring) getWith(ctx context.Context, dst []byte, copyOut CopyOut, limit int) ([]byte, error) {
+	msg, err := r.tryGetWith(dst, copyOut, limit)
 	for err == ErrEmpty {
 		s := r.get.Load()
 		var scanned time.Time
 		if werr := r.park(ctx, &r.getSpin, s.getGate, s.notEmpty, s.getWaiter, func(spinning bool) bool {
-			msg, err = r.TryGetWith(dst, copyOut)
+			msg, err = r.tryGetWith(dst, copyOut, limit)
 			if err == ErrEmpty && !spinning {
 				// Waiting on the futex: look for corrupt indices (and
 				// messages a corrupt head left behind), once a poll

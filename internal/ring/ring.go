@@ -30,6 +30,9 @@ var (
 	// ErrBadRing is returned (wrapped) by Open for an offset that is not a
 	// ring.
 	ErrBadRing = errors.New("ring: not a ring")
+	// ErrShortBuffer is returned by GetInto and TryGetInto when the next
+	// message is longer than the buffer; the message stays in the ring.
+	ErrShortBuffer = errors.New("ring: message longer than the buffer")
 )
 
 const (
@@ -332,10 +335,11 @@ func mkState(seq, owner uint32) uint64 { return uint64(seq) | uint64(owner)<<32 
 type status int
 
 const (
-	done   status = iota
-	full          // no free cell (put) or no ready cell (get)
-	busy          // the cell at the position is claimed by someone else: st tells who
-	closed        // the ring is closed (and, for gets, drained)
+	done    status = iota
+	full           // no free cell (put) or no ready cell (get)
+	busy           // the cell at the position is claimed by someone else: st tells who
+	closed         // the ring is closed (and, for gets, drained)
+	tooLong        // the next message is longer than the get's limit
 )
 
 func checkLen(head, body []byte) error {
@@ -487,9 +491,9 @@ type CopyOut func(dst, msg []byte) []byte
 // tryGetWith takes the next message of the segment, recovering the cell at
 // its head if its claimer has been dead for a poll interval. It returns
 // ErrEmpty, or ErrClosed once the segment is sealed and drained.
-func (r *seg) tryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
+func (r *seg) tryGetWith(dst []byte, copyOut CopyOut, limit int) ([]byte, error) {
 	for {
-		msg, s, pos, st, err := r.tryGet(dst, copyOut)
+		msg, s, pos, st, err := r.tryGet(dst, copyOut, limit)
 		if s == busy && r.getStuck.due(pos, st) && r.recoverGet(pos, st) {
 			continue
 		}
@@ -501,10 +505,19 @@ func (r *seg) tryGetWith(dst []byte, copyOut CopyOut) ([]byte, error) {
 				return nil, err
 			}
 			return nil, ErrClosed
+		case tooLong:
+			return nil, &shortError{int(pos)}
 		}
 		return nil, ErrEmpty
 	}
 }
+
+// shortError is the error of a get that left a message longer than its
+// limit in the ring.
+type shortError struct{ n int }
+
+func (e *shortError) Error() string { return fmt.Sprintf("ring: a %d-byte message is next", e.n) }
+func (e *shortError) Unwrap() error { return ErrShortBuffer }
 
 // checkStalled looks for the signs of corrupt indices that the cells at
 // head and tail cannot show by themselves, and that would stall the ring
@@ -570,8 +583,10 @@ func (r *seg) ready() (msg, drained bool) {
 }
 
 // tryGet makes one attempt at taking a message. When the cell at head is
-// being written, it returns busy with its position and state.
-func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint64, error) {
+// being written, it returns busy with its position and state. A message
+// longer than limit (if limit >= 0) is left in place: tryGet returns
+// tooLong and its length.
+func (r *seg) tryGet(dst []byte, copyOut CopyOut, limit int) ([]byte, status, uint64, uint64, error) {
 	isClosed := atomic.LoadUint32(r.closed) != 0
 	pos := atomic.LoadUint64(r.head)
 	for {
@@ -581,6 +596,18 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 		d := int32(seq - uint32(pos+1))
 		switch {
 		case d == 0 && owner == 0:
+			if limit >= 0 && c.flags != flagSkip && int64(c.len) > int64(limit) && c.len <= MaxMessage {
+				// The length was written before the message was published,
+				// and is the message's if the cell is still in the state
+				// that published it. A length no message has is left for
+				// read to report.
+				n := c.len
+				if atomic.LoadUint64(&c.state) != st {
+					pos = atomic.LoadUint64(r.head)
+					continue
+				}
+				return nil, tooLong, uint64(n), 0, nil
+			}
 			if !atomic.CompareAndSwapUint64(&c.state, st, mkState(seq, r.me)) {
 				pos = atomic.LoadUint64(r.head)
 				continue
@@ -599,14 +626,12 @@ func (r *seg) tryGet(dst []byte, copyOut CopyOut) ([]byte, status, uint64, uint6
 		case d >= 0:
 			// Claimed by another consumer already (or head is stale). A
 			// cell of position pos has seq pos or pos+1; one a lap on
-			// only if head has moved on since it was read.
-			// Nor is it more than free for the next lap while head is
-			// still at pos. Free for the next lap it may be: a dead
-			// producer's cell ahead of head is released that way by
-			// whoever recovers it (head cannot move past the messages
-			// before it), and the consumer that reaches it skips it.
+			// only if head has moved on since it was read: the consumer
+			// that takes a message moves head past it before it frees
+			// the cell for the next lap, so a cell free for the next lap
+			// while head is still at pos is corrupt.
 			if (uint32(d)+1)&uint32(r.mask) > 1 ||
-				(d >= int32(r.capacity) && atomic.LoadUint64(r.head) == pos) {
+				(d >= int32(r.capacity)-1 && atomic.LoadUint64(r.head) == pos) {
 				return nil, done, 0, 0, r.corrupt("get", pos, st)
 			}
 			atomic.CompareAndSwapUint64(r.head, pos, pos+1)
@@ -812,7 +837,6 @@ func (r *seg) recoverCell(c *cell, st uint64) bool {
 	h := atomic.LoadUint64(r.head)
 	pos := h + uint64(int64(int32(p32-uint32(h))))
 	atomic.CompareAndSwapUint64(r.tail, pos, pos+1)
-	atomic.CompareAndSwapUint64(r.head, pos, pos+1)
 	if off := atomic.SwapUint64(&c.ool, 0); off != 0 {
 		// Only a block the dead process recorded itself is freed; check
 		// it is one, in case the cell is corrupt.
@@ -821,11 +845,21 @@ func (r *seg) recoverCell(c *cell, st uint64) bool {
 		}
 	}
 	if reading {
+		// Its message was taken, and is lost: the cell is free for the
+		// next lap, and head moves past it if the reader died first.
 		atomic.AddUint64(r.lost, 1)
+		atomic.CompareAndSwapUint64(r.head, pos, pos+1)
+		atomic.StoreUint64(&c.state, mkState(p32+uint32(r.capacity), 0))
 	} else {
+		// Its message was never written: the cell is published as a skip,
+		// which the consumer that reaches it passes over like any other
+		// message. (Released straight for the next lap, it would look to
+		// that consumer like a cell already taken, the state a corrupt
+		// one can also have, and the consumer could not tell them apart.)
 		atomic.AddUint64(r.skipped, 1)
+		c.flags = flagSkip
+		atomic.StoreUint64(&c.state, mkState(p32+1, 0))
 	}
-	atomic.StoreUint64(&c.state, mkState(p32+uint32(r.capacity), 0))
 	r.wakePutter()
 	// Consumers may be parked behind this cell.
 	atomic.AddUint32(r.notEmpty, 1)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -490,4 +491,103 @@ func TestStartTime(t *testing.T) {
 func statsTrimmed(a *shm.Arena, r *Ring) shm.Stats {
 	r.Trim()
 	return a.Stats()
+}
+
+// TestGetInto: a message that fits is copied into the buffer, without
+// allocating; one longer than the buffer is left in the ring, its length
+// reported, for a later get with a buffer big enough, inline or out of
+// line, with several consumers at once.
+func TestGetInto(t *testing.T) {
+	a := newArena(t, shm.MinSize)
+	r := newRing(t, a, 8, DefaultInline)
+	small, big := []byte("hello"), bytes.Repeat([]byte("x"), 1000)
+	for _, m := range [][]byte{small, big, {}, small} {
+		if err := r.TryPut(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 16)
+	if n, err := r.TryGetInto(buf); err != nil || !bytes.Equal(buf[:n], small) {
+		t.Fatalf("TryGetInto = %d %v", n, err)
+	}
+	for range 3 {
+		if n, err := r.TryGetInto(buf); n != len(big) || !errors.Is(err, ErrShortBuffer) {
+			t.Fatalf("TryGetInto of a %d-byte message into %d bytes = %d %v", len(big), len(buf), n, err)
+		}
+	}
+	if r.Len() != 3 {
+		t.Fatalf("Len %d after short gets, want 3", r.Len())
+	}
+	large := make([]byte, 1000)
+	if n, err := r.GetInto(timeout(t), large); err != nil || !bytes.Equal(large[:n], big) {
+		t.Fatalf("GetInto with room = %d %v", n, err)
+	}
+	if n, err := r.TryGetInto(nil); n != 0 || err != nil {
+		t.Fatalf("TryGetInto of an empty message into nil = %d %v", n, err)
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := r.TryPut(small); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.GetInto(context.Background(), buf); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Fatalf("%v allocations per put and GetInto", allocs)
+	}
+
+	// Consumers with short and long buffers race for the same messages:
+	// the long ones get every message once, the short ones none.
+	const n = 2000
+	r2 := newRing(t, a, 64, DefaultInline)
+	var got sync.Map
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := make([]byte, 8+992*(i%2))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k, err := r2.TryGetInto(b)
+				switch {
+				case errors.Is(err, ErrShortBuffer), err == ErrEmpty:
+					if len(b) > 8 && errors.Is(err, ErrShortBuffer) {
+						t.Errorf("a %d-byte buffer is short for %d bytes", len(b), k)
+					}
+				case err != nil:
+					t.Error(err)
+					return
+				default:
+					if len(b) == 8 {
+						t.Errorf("a %d-byte message got into an 8-byte buffer", k)
+					}
+					if _, dup := got.LoadOrStore(string(b[:k]), true); dup {
+						t.Errorf("message %q taken twice", b[:k])
+					}
+				}
+			}
+		}()
+	}
+	for i := range n {
+		m := []byte(strconv.Itoa(i) + strings.Repeat(".", 20+i%200))
+		if err := r2.Put(timeout(t), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for r2.Len() > 0 {
+		runtime.Gosched()
+	}
+	close(stop)
+	wg.Wait()
+	count := 0
+	got.Range(func(any, any) bool { count++; return true })
+	if count != n {
+		t.Fatalf("%d messages taken, want %d", count, n)
+	}
 }

@@ -80,7 +80,8 @@ func (l List) Append(val []byte) error {
 
 // Delete removes element i, which must be in range, moving the later ones
 // down. The elements move in a new table published at once, so that no
-// kill leaves an element twice or not at all.
+// kill leaves an element twice or not at all; the last element just
+// leaves its slot.
 func (l List) Delete(i int) error {
 	t, err := l.slot(i)
 	if err != nil {
@@ -89,7 +90,56 @@ func (l List) Delete(i int) error {
 	if err := l.ownedEntry(t[i]); err != nil {
 		return err
 	}
+	if n := l.Len(); i == n-1 {
+		return l.publishSlot(t, i, empty, t[i], 0, n-1, n-1)
+	}
 	return l.copyTable(len(t), i)
+}
+
+// Insert puts val before element i, moving it and the later ones up; i
+// may be Len, which appends. Like Delete, it publishes a new table holding
+// the new entry at once; both blocks are allocated first through the redo
+// record, so that a kill before the table is published frees them.
+func (l List) Insert(i int, val []byte) error {
+	t, err := l.table()
+	if err != nil {
+		return err
+	}
+	n := l.Len()
+	if n > len(t) || i < 0 || i > n {
+		return l.corrupt("insert at %d, length %d in a table of %d", i, n, len(t))
+	}
+	if i == n {
+		return l.Append(val)
+	}
+	size := len(t)
+	if n == size {
+		size = max(8, 2*n)
+	}
+	l.put(wNew, 0)
+	l.put(wNew2, 0)
+	l.put(wPhase, prepared2|phaseMagic)
+	eSize := entryHeader + len(val)
+	e, err := l.a.AllocTo(eSize, l.at(wNew2))
+	if err != nil {
+		l.put(wPhase, idle)
+		return err
+	}
+	l.fillEntry(l.a.Bytes(e, eSize), 0, nil, val)
+	tSize := tableHeader + 8*size
+	off, err := l.a.AllocTo(tSize, l.at(wNew))
+	if err != nil {
+		_ = l.free(wNew2)
+		l.put(wPhase, idle)
+		return err
+	}
+	nt := l.fillTable(l.a.Bytes(off, tSize), size)
+	copy(nt, t[:i])
+	nt[i] = uint64(e) // not yet shared: no need for ordered stores
+	copy(nt[i+1:], t[i:n])
+	err = l.publishTable(uint64(off), l.get(wTable), 0, n+1, n+1)
+	l.put(wNew2, 0) // published: no longer the record's to free
+	return err
 }
 
 // copyTable publishes a table of n slots holding the elements, without

@@ -43,6 +43,7 @@ const (
 	wOld2             // second block it replaces (List.Delete's entry)
 	wLenAfter         // wLen once it is done
 	wUsedAfter        // wUsed once it is done
+	wNew2             // second block a prepared2 change allocates (List.Insert's entry)
 )
 
 // Phases of the redo record. A phase other than idle carries a magic
@@ -53,7 +54,8 @@ const (
 	prepared   // wNew is allocated but not yet published: free it
 	slotRedo   // store wNew in slot wSlot
 	tableRedo  // make wNew the table
-	destroying // Destroy is under way: free wOld, then carry on
+	destroying // Clear (or Destroy) is under way: free wOld, then carry on
+	prepared2  // wNew and wNew2 are allocated but not yet published: free both
 
 	phaseMagic = 0x5eda_c0de_77a1 << 16
 	phaseMask  = 1<<16 - 1
@@ -158,8 +160,17 @@ func (s Store) recover() error {
 		if err != nil {
 			return err
 		}
+	case prepared2 | phaseMagic:
+		err := s.free(wNew2)
+		if err2 := s.free(wNew); err == nil {
+			err = err2
+		}
+		s.put(wPhase, idle)
+		if err != nil {
+			return err
+		}
 	case destroying | phaseMagic:
-		return s.free(wOld)
+		return s.clearRest()
 	case slotRedo | phaseMagic:
 		t, err := s.table()
 		if err != nil {
@@ -296,9 +307,15 @@ func (s Store) newTable(n int) (uint64, []uint64, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	return off, s.fillTable(b, n), nil
+}
+
+// fillTable lays out an empty table of n slots in b, a new block of
+// tableHeader+8*n zero bytes, and returns its slots.
+func (s Store) fillTable(b []byte, n int) []uint64 {
 	binary.LittleEndian.PutUint64(b, uint64(n))
 	binary.LittleEndian.PutUint64(b[8:], uint64(s.off))
-	return off, unsafe.Slice((*uint64)(unsafe.Pointer(&b[tableHeader])), n), nil
+	return unsafe.Slice((*uint64)(unsafe.Pointer(&b[tableHeader])), n)
 }
 
 // Entry blocks are immutable once published: a 16-byte header (the key's
@@ -318,12 +335,18 @@ func (s Store) newEntry(hash uint64, key, val []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.fillEntry(b, hash, key, val)
+	return off, nil
+}
+
+// fillEntry writes an entry holding hash, key and val into b, a new block
+// of entryHeader+len(key)+len(val) bytes.
+func (s Store) fillEntry(b []byte, hash uint64, key, val []byte) {
 	binary.LittleEndian.PutUint64(b, hash^s.seal())
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(key)))
 	binary.LittleEndian.PutUint32(b[12:], uint32(len(val)))
 	copy(b[entryHeader:], key)
 	copy(b[entryHeader+len(key):], val)
-	return off, nil
 }
 
 // entryHash reads the hash of the entry block at off, which a probe
@@ -371,33 +394,52 @@ func (s Store) checkEntry(off uint64, size int) (n int, err error) {
 	return n, nil
 }
 
-// Destroy frees every block the store owns (its table, its entries, and
-// any block a change in progress holds) and leaves its HeaderSize bytes
-// zeroed: an empty store, which the caller may then free along with the
-// block around it. It is for when the last user of the store is gone; like
-// every method it must be called with the caller's lock held (or with no
-// other process able to reach the store).
+// Clear removes every entry, freeing the entries' blocks and the table
+// (and any block a change in progress holds), and leaves its HeaderSize
+// bytes zeroed: an empty store, which may be used again, or freed along
+// with the block around it. Like every method it must be called with the
+// caller's lock held (or with no other process able to reach the store).
 //
-// Destroy is restartable: a process killed at any point of it leaves a
-// store on which Destroy, called again, finishes the work, never freeing a
-// block twice nor leaking one. Between the two calls the store is not
-// usable for anything else. Damage (an error wrapping shm.ErrCorrupt) does
+// Clear is a change like the others: a process killed at any point of it
+// leaves a Clear under way, which the next Recover (or Clear, or Destroy)
+// finishes, never freeing a block twice nor leaking one; no holder of the
+// lock sees it half done. Damage (an error wrapping shm.ErrCorrupt) does
 // not stop it: blocks that are not evidently the store's own are left
 // alone (leaked rather than taken from another object), the header is
 // zeroed all the same, and the first such error is returned.
-func (s Store) Destroy() error {
+func (s Store) Clear() error {
 	// Finishing or undoing the change in progress frees the blocks of the
 	// redo record (a prepared block, the replaced ones) and leaves every
-	// owned block reachable from the table. An earlier Destroy cut short
-	// may have recorded an entry whose slot it had not cleared yet: that
-	// entry is freed now, and its slot is skipped below.
-	var pending uint64
-	if s.get(wPhase) == destroying|phaseMagic {
-		pending = s.get(wOld)
-	}
+	// owned block reachable from the table; a Clear under way is finished.
 	first := s.recover()
+	t, err := s.table()
+	if err != nil && first == nil {
+		first = err
+	}
+	if t != nil {
+		s.put(wOld, 0)
+		s.put(wPhase, destroying|phaseMagic)
+	}
+	if err := s.clearRest(); first == nil {
+		first = err
+	}
+	return first
+}
+
+// Destroy is Clear, for when the last user of the store is gone.
+func (s Store) Destroy() error { return s.Clear() }
+
+// clearRest does the work of a Clear from wherever one cut short left it.
+// Each entry moves to the record (wOld), leaves its slot, and is freed
+// from the record (FreeFrom clears the record in the same step), so a
+// second pass finds only the slots still to do; the table goes last, once
+// no slot names anything. An entry found in the record was moved there by
+// a Clear cut short, which may not have cleared its slot yet: its slot is
+// cleared first, then it is freed.
+func (s Store) clearRest() error {
+	var first error
 	keep := func(err error) {
-		if first == nil {
+		if first == nil && err != nil {
 			first = err
 		}
 	}
@@ -405,21 +447,17 @@ func (s Store) Destroy() error {
 	if err != nil {
 		keep(err)
 	}
-	if t != nil {
-		if s.get(wPhase) != destroying|phaseMagic {
-			s.put(wOld, 0)
-			s.put(wPhase, destroying|phaseMagic)
-		}
-		// Each entry moves to the record, leaves its slot, and is freed
-		// from the record (FreeFrom clears the record in the same step), so
-		// a second pass finds only the slots still to do; the table goes
-		// last, once no slot names anything.
+	if pending := s.get(wOld); pending >= minEntry {
 		for i, v := range t {
-			if v < minEntry {
-				continue
-			}
 			if v == pending {
 				store(&t[i], empty)
+			}
+		}
+	}
+	keep(s.free(wOld))
+	if t != nil {
+		for i, v := range t {
+			if v < minEntry {
 				continue
 			}
 			if err := s.ownedEntry(v); err != nil {
@@ -441,7 +479,7 @@ func (s Store) Destroy() error {
 		}
 	}
 	// What is left in the header are counters and stale offsets of the
-	// redo record, none of them owned.
+	// redo record, none of them owned. The counters go before the phase.
 	for i := range HeaderSize / 8 {
 		if s.get(i) != 0 {
 			s.put(i, 0)

@@ -128,12 +128,18 @@ func TestListModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			want = append(want, v)
-		case op < 7:
+		case op < 6:
 			j := r.IntN(len(want))
 			if err := l.Delete(j); err != nil {
 				t.Fatal(err)
 			}
 			want = slices.Delete(want, j, j+1)
+		case op < 7:
+			j, v := r.IntN(len(want)+1), fmt.Sprint("i", i)
+			if err := l.Insert(j, []byte(v)); err != nil {
+				t.Fatal(err)
+			}
+			want = slices.Insert(want, j, v)
 		case op < 9:
 			j, v := r.IntN(len(want)), strings.Repeat("x", r.IntN(100))
 			if err := l.Set(j, []byte(v)); err != nil {
@@ -155,6 +161,15 @@ func TestListModel(t *testing.T) {
 	}
 	if n := a.Stats().Allocs - base; n != 1 {
 		t.Fatalf("empty list holds %d blocks, want the table only", n)
+	}
+	// Clear takes the table too; the list is then usable again.
+	fillList(50)(a, l.off)
+	if err := l.Clear(); err != nil || l.Len() != 0 || a.Stats().Allocs != base {
+		t.Fatalf("Clear: %v, Len %d, %d blocks, want %d", err, l.Len(), a.Stats().Allocs, base)
+	}
+	must(l.Insert(0, []byte("again")))
+	if got := listContents(l); !slices.Equal(got, []string{"again"}) {
+		t.Fatalf("after Clear and Insert: %q", got)
 	}
 }
 
@@ -270,6 +285,16 @@ var scenarios = []scenario{
 	{name: "list grow", list: true, setup: fillList(8), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Append([]byte("a"))) }},
 	{name: "list set", list: true, setup: fillList(3), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Set(1, []byte("b"))) }},
 	{name: "list delete", list: true, setup: fillList(3), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Delete(1)) }},
+	{name: "list delete last", list: true, setup: fillList(3), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Delete(2)) }},
+	{name: "list insert", list: true, setup: fillList(3), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Insert(1, []byte("new"))) }},
+	{name: "list insert first", list: true, setup: fillList(3), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Insert(0, []byte("new"))) }},
+	{name: "list insert grow", list: true, setup: fillList(8), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Insert(3, []byte("new"))) }},
+	{name: "map clear", setup: fillMap(5), op: func(a *shm.Arena, h shm.Offset) { must(OpenMap(a, h).Clear()) }},
+	{name: "map clear with tombstones", setup: func(a *shm.Arena, h shm.Offset) {
+		fillMap(5)(a, h)
+		del(OpenMap(a, h), "k2")
+	}, op: func(a *shm.Arena, h shm.Offset) { must(OpenMap(a, h).Clear()) }},
+	{name: "list clear", list: true, setup: fillList(4), op: func(a *shm.Arena, h shm.Offset) { must(OpenList(a, h).Clear()) }},
 }
 
 func fillMap(n int) func(a *shm.Arena, h shm.Offset) {
@@ -292,7 +317,7 @@ func fillList(n int) func(a *shm.Arena, h shm.Offset) {
 // the arena's Free does first: a kill inside that Free leaves them zeroed
 // but allocated, and recovery must still free them.
 func zeroReplaced(a *shm.Arena, s Store) {
-	if s.get(wPhase) == idle || s.get(wPhase) == prepared|phaseMagic {
+	if ph := s.get(wPhase); ph == idle || ph == prepared|phaseMagic || ph == prepared2|phaseMagic {
 		return
 	}
 	for _, w := range []int{wOld, wOld2} {
@@ -539,7 +564,7 @@ func TestScribble(t *testing.T) {
 				if list {
 					l := List{s}
 					var err error
-					switch i % 5 {
+					switch i % 6 {
 					case 0:
 						err = l.Append([]byte("new"))
 					case 1:
@@ -550,6 +575,8 @@ func TestScribble(t *testing.T) {
 						err = l.Delete(0)
 					case 4:
 						err = l.Each(func(int, []byte) bool { return true })
+					case 5:
+						err = l.Insert(i%max(1, l.Len()), []byte("inserted"))
 					}
 					if !check(err) {
 						return
