@@ -223,6 +223,8 @@ type ArenaStats struct {
 	// Tables is the part of InUse that keeps track of which process holds
 	// which primitive: it grows with the largest number of primitives
 	// live at once (about 32 bytes each) and of processes, and is kept.
+	// Names (SetName, and a pool's worker pipes) add 128 KiB to it once
+	// per 2047 primitives, kept as well.
 	Tables int
 
 	// Objects is the number of live primitives, and ByKind the same by

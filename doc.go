@@ -105,6 +105,16 @@
 // ReadArenaStats shows what the arena holds, by kind, so that a test or a
 // service can watch for leaks; ErrNoSpace says the same.
 //
+// # Seeing what the tree does
+//
+// ReadStatus returns a view of the tree from any process of it: processes,
+// pools, and every queue, pipe, lock, semaphore, dict and list, read from
+// the shared memory they live in (SetName gives them names to show).
+// StatusHandler serves it as a live web page, JSON and, with the metrics
+// package, Prometheus metrics; the environment variable MULTIPROC_STATUS
+// serves it for any program. SetLogger (or MULTIPROC_LOG) logs the tree's
+// lifecycle events through log/slog; nothing is logged by default.
+//
 // # Errors
 //
 // Errors wrap the sentinel values of this package (ErrNotRegistered,

@@ -3,12 +3,11 @@ package mp
 import (
 	"errors"
 	"fmt"
+	"github.com/multiproc/mp/internal/errs"
 	"io"
 	"strconv"
 	"syscall"
 
-	"github.com/multiproc/mp/internal/codec"
-	"github.com/multiproc/mp/internal/shm"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,14 +26,14 @@ var (
 	ErrBadArguments = errors.New("mp: arguments do not match the function")
 	// ErrUnencodable: a value cannot be sent to another process (a func, a
 	// chan, an unsafe.Pointer, or a struct holding one).
-	ErrUnencodable = codec.ErrUnencodable
+	ErrUnencodable = errUnencodable()
 	// ErrCorrupt: a message read from a queue or a pipe is not a valid
 	// encoding of the type asked for (altered or truncated bytes, or a
 	// value of another type); the message is consumed. Also: a shared
 	// structure (a Dict, a List, the tree's allocator) holds what no
 	// correct process writes, as when a faulty process scribbled over it;
 	// only calls on that structure fail.
-	ErrCorrupt = codec.ErrCorrupt
+	ErrCorrupt = errCorrupt()
 	// ErrAlreadyStarted: Start was called twice.
 	ErrAlreadyStarted = errors.New("mp: already started")
 	// ErrNotStarted: Join, Terminate or Kill before Start.
@@ -48,7 +47,7 @@ var (
 	ErrNotSupported = errors.New("mp: not supported")
 	// ErrNoSpace: the tree's shared-memory arena has no room for a new
 	// primitive, item or value (see DefaultArenaSize). Nothing was changed.
-	ErrNoSpace = shm.ErrNoSpace
+	ErrNoSpace = errNoSpace()
 	// ErrOutOfRange: an index outside a List.
 	ErrOutOfRange = errors.New("mp: index out of range")
 )
@@ -125,3 +124,14 @@ func (e *BufferTooShortError) Error() string {
 
 // Unwrap returns io.ErrShortBuffer.
 func (e *BufferTooShortError) Unwrap() error { return io.ErrShortBuffer }
+
+// The errors that internal packages return as well are defined once, in
+// internal/errs, so that they reach callers as they are; these functions
+// keep that package's name out of the documentation, as io/fs does.
+func errClosed() error      { return errs.Closed }
+func errFull() error        { return errs.Full }
+func errEmpty() error       { return errs.Empty }
+func errTooLarge() error    { return errs.TooLarge }
+func errCorrupt() error     { return errs.Corrupt }
+func errNoSpace() error     { return errs.NoSpace }
+func errUnencodable() error { return errs.Unencodable }

@@ -115,6 +115,7 @@ func (m mutex) lockSlow(ctx context.Context) error {
 			checked = time.Now()
 			if !ownerAlive(s) || !ownerInTree(s, &member) {
 				if atomic.CompareAndSwapUint64(m.state, s, me|contended) {
+					noteOwnerDied(m.state, s)
 					return ErrOwnerDied
 				}
 				continue

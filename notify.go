@@ -127,9 +127,6 @@ var treeStop struct {
 	sig      os.Signal // set before begun
 	byNotify bool      // NotifyContext began it: Shutdown exits
 	graceEnd time.Time
-
-	mu    sync.Mutex
-	pools map[*Pool]struct{} // pools to stop
 }
 
 // stopping reports whether this process is stopping.
@@ -144,23 +141,13 @@ func stopSignal() *SignalError {
 	return &SignalError{Signal: treeStop.sig}
 }
 
-// trackPool makes p stop with the process; untrackPool forgets it.
-func trackPool(p *Pool) {
-	treeStop.mu.Lock()
-	if treeStop.pools == nil {
-		treeStop.pools = map[*Pool]struct{}{}
-	}
-	treeStop.pools[p] = struct{}{}
-	treeStop.mu.Unlock()
+// stopIfStopping stops p, just registered (registerPool), if the process
+// is stopping: beginStop may have gone through the pools before p was
+// among them.
+func stopIfStopping(p *Pool) {
 	if stopping() {
 		p.stopForTree()
 	}
-}
-
-func untrackPool(p *Pool) {
-	treeStop.mu.Lock()
-	delete(treeStop.pools, p)
-	treeStop.mu.Unlock()
 }
 
 // beginStop stops this process's work for sig, once: the pools start no
@@ -171,15 +158,7 @@ func beginStop(sig os.Signal, byNotify bool) {
 		grace := time.Duration(shutdownGrace.Load())
 		treeStop.sig, treeStop.byNotify, treeStop.graceEnd = sig, byNotify, time.Now().Add(grace)
 		treeStop.begun.Store(true)
-		treeStop.mu.Lock()
-		pools := make([]*Pool, 0, len(treeStop.pools))
-		for p := range treeStop.pools {
-			pools = append(pools, p)
-		}
-		treeStop.mu.Unlock()
-		for _, p := range pools {
-			p.stopForTree()
-		}
+		eachPool((*Pool).stopForTree)
 		supervise.SignalAll(syscall.SIGTERM)
 		child := self.parent != nil
 		time.AfterFunc(grace, func() {

@@ -249,7 +249,7 @@ func (c *Conn) put(ctx context.Context, msg []byte, block bool) error {
 		if errors.Is(err, ring.ErrClosed) {
 			return io.ErrClosedPipe
 		}
-		return queueErr(err)
+		return err
 	}
 	return nil
 }
@@ -320,7 +320,7 @@ func (c *Conn) RecvBytesInto(ctx context.Context, buf []byte) (int, error) {
 		case errors.Is(err, ring.ErrClosed):
 			return 0, io.EOF
 		}
-		return 0, queueErr(err)
+		return 0, err
 	}
 	c.h.loc.raceAcquire()
 	return n, nil
@@ -332,7 +332,7 @@ func (c *Conn) get(ctx context.Context, dst []byte) ([]byte, error) {
 		if errors.Is(err, ring.ErrClosed) {
 			return nil, io.EOF
 		}
-		return nil, queueErr(err)
+		return nil, err
 	}
 	c.h.loc.raceAcquire()
 	return msg, nil

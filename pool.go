@@ -113,6 +113,7 @@ type Pool struct {
 	joined       chan struct{} // closed once, besides, the callbacks have run
 
 	callbacks callbackRunner
+	stats     poolStats // guarded by mu
 }
 
 type poolConfig struct {
@@ -248,7 +249,8 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	p := &Pool{cfg: cfg, threads: threads, workers: make(map[*worker]struct{}), running: make(map[*job]struct{})}
 	p.cond = sync.NewCond(&p.mu)
 	p.callbacks.start()
-	trackPool(p)
+	registerPool(p)
+	stopIfStopping(p)
 	return p, nil
 }
 
@@ -300,7 +302,6 @@ func (p *Pool) Terminate() {
 		p.wg.Wait()
 	}
 	p.callbacks.stop()
-	untrackPool(p)
 }
 
 // terminateLocked kills the workers and returns the queued jobs, for the
@@ -337,7 +338,6 @@ func (p *Pool) Join(ctx context.Context) error {
 		go func() {
 			p.wg.Wait()
 			close(p.exited)
-			untrackPool(p)
 			p.callbacks.stop()
 			close(p.joined)
 		}()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"time"
 )
 
 // startThreadLocked starts one goroutine of a thread pool.
@@ -66,11 +67,12 @@ func (p *Pool) runThread(name string, resume *localRun) {
 // localRun is one job being run by a thread pool, kept where a goroutine
 // taking over after runtime.Goexit finds it.
 type localRun struct {
-	j    *job
-	ctx  context.Context
-	rs   []result
-	next int      // the call being run; -1 before the first
-	undo []func() // releases ctx
+	j     *job
+	ctx   context.Context
+	rs    []result
+	next  int      // the call being run; -1 before the first
+	undo  []func() // releases ctx
+	start time.Time
 }
 
 // runLocal runs the calls of j in this goroutine. If j's context or
@@ -78,6 +80,7 @@ type localRun struct {
 // given the ended context and the goroutine waits for them to return.
 func (p *Pool) runLocal(r *localRun) {
 	j := r.j
+	r.start = time.Now()
 	r.ctx = context.Background()
 	if j.ctx != nil {
 		r.ctx = j.ctx
@@ -123,6 +126,11 @@ func (p *Pool) runCalls(r *localRun) {
 			r.rs[i].err = &TaskError{Message: cerr.Message, Panicked: cerr.Panicked, Stack: cerr.Stack}
 		}
 	}
+	// Counted before the results are delivered, so that a caller who
+	// has them sees them counted.
+	p.mu.Lock()
+	p.stats.ranLocal(r.rs, r.start)
+	p.mu.Unlock()
 	r.j.complete(r.rs)
 	r.end(p)
 }

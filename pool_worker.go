@@ -41,7 +41,8 @@ type worker struct {
 	ready    bool   // its initializer has run
 	retired  bool   // told to exit (its pipe closed)
 	dead     bool
-	stop     func() // disarms the timers of the running task
+	stop     func()    // disarms the timers of the running task
+	since    time.Time // when inflight[0] was handed over or became the one running
 }
 
 // startWorker starts a worker process and its goroutines. It is called
@@ -67,7 +68,9 @@ func (p *Pool) startWorker() error {
 	p.mu.Lock()
 	p.seq++
 	name := fmt.Sprintf("PoolWorker-%d", p.seq)
+	pipeName := p.stats.name + "/" + name
 	p.mu.Unlock()
+	a.SetName(pipeName[max(0, len(pipeName)-MaxName):]) // for the status page
 	proc := NewProcess(poolWorker, b, spec)
 	proc.Name, proc.Daemon = name, true
 	err = proc.Start()
@@ -226,6 +229,7 @@ func (w *worker) receive() {
 			continue
 		}
 		j := w.inflight[0]
+		p.stats.answered(j, &rep, w.since)
 		w.inflight[0] = nil
 		w.inflight = w.inflight[1:]
 		w.disarmLocked()
@@ -245,6 +249,7 @@ func (w *worker) receive() {
 // armLocked starts watching the deadline and context of j, the task the
 // worker runs now: if either ends first, the worker is killed.
 func (w *worker) armLocked(j *job) {
+	w.since = time.Now()
 	var stops []func() bool
 	if d := w.p.cfg.timeout; d > 0 {
 		t := time.AfterFunc(d, func() { w.expire(j, context.DeadlineExceeded) })
@@ -322,6 +327,7 @@ func (w *worker) settle() {
 	var again, failed []*job
 	var errs []error
 	killed := false // by the pool, for a task's timeout or context
+	var retried []*job
 	for _, j := range w.inflight {
 		killed = killed || j.killErr != nil
 		switch {
@@ -334,11 +340,13 @@ func (w *worker) settle() {
 		case j.retries > 0 && !p.terminated && !p.stopping:
 			j.retries--
 			again = append(again, j)
+			retried = append(retried, j)
 		default:
 			failed, errs = append(failed, j), append(errs, &WorkerLostError{Pid: w.proc.Pid(), ExitCode: code})
 		}
 	}
 	w.inflight = nil
+	p.stats.settled(w, code, failed, errs, retried)
 	if p.terminated {
 		for _, j := range again {
 			failed, errs = append(failed, j), append(errs, ErrPoolTerminated)
@@ -373,6 +381,9 @@ func (w *worker) settle() {
 	// out: the tasks other workers hold are theirs to finish, and a
 	// replacement with nothing to do would retire at once.
 	replace := !p.terminated && !p.stopping && p.broken == nil && len(p.workers) < p.cfg.n && !p.drainedLocked()
+	if replace {
+		p.stats.replaced(w, code, killed)
+	}
 	p.mu.Unlock()
 
 	for i, j := range failed {

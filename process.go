@@ -137,6 +137,7 @@ type Process struct {
 	done    chan struct{} // closed once the child is reaped and its outcome known
 	code    int
 	err     error
+	sent    syscall.Signal // the last signal Kill or Terminate sent, for the logs
 }
 
 // NewProcess returns a Process that will call fn(args...) in a child
@@ -282,6 +283,7 @@ func (p *Process) Start() error {
 		}
 		reported <- out
 	}()
+	noteStarted(p, c.Pid) // before its end can be noted
 	supervise.Watch(c, func(st spawn.Status, werr error) {
 		out := <-reported
 		c.Ctl.Close()
@@ -375,6 +377,7 @@ func (p *Process) finish(st spawn.Status, out *outcome, werr error, limit string
 			p.err = &LimitError{Limit: limit, Value: p.Limits.value(limit), Process: pe}
 		}
 	}
+	noteExit(p, st, limit)
 	close(p.done)
 }
 
@@ -470,6 +473,9 @@ func (p *Process) Kill() error { return p.signal(syscall.SIGKILL) }
 func (p *Process) signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	c := p.child
+	if c != nil {
+		p.sent = sig
+	}
 	p.mu.Unlock()
 	if c == nil {
 		return fmt.Errorf("%w: %s", ErrNotStarted, p.Name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/multiproc/mp/internal/errs"
 	"hash/fnv"
 	"reflect"
 	"sync"
@@ -20,19 +21,19 @@ import (
 var (
 	// ErrFull is returned by TryPut when the queue holds maxsize items
 	// (Python's queue.Full), and by Conn.TrySend on a full pipe.
-	ErrFull = errors.New("mp: full")
+	ErrFull = errFull()
 	// ErrEmpty is returned by TryGet when the queue has no item (Python's
 	// queue.Empty).
-	ErrEmpty = errors.New("mp: queue is empty")
+	ErrEmpty = errEmpty()
 	// ErrClosed is returned by puts after Close, and by gets once the queue
 	// is closed and every item put before has been taken; by every call on
 	// a pipe's Conn after its own Close; and, wrapped, by a call on a
 	// primitive after its Close (as a panic) and by the decoding of a handle
 	// whose primitive no process holds any more.
-	ErrClosed = errors.New("mp: closed")
+	ErrClosed = errClosed()
 	// ErrTooLarge is returned by Put for an item whose encoding exceeds
 	// MaxMessage.
-	ErrTooLarge = errors.New("mp: item too large")
+	ErrTooLarge = errTooLarge()
 	// ErrTasksLost is returned by JoinableQueue.Join when items were taken
 	// by a process that died before marking them done (or died in the
 	// middle of taking or putting them), or were dropped by Get as
@@ -51,11 +52,13 @@ var (
 	ErrTaskDone = errors.New("mp: TaskDone called more times than there were items")
 )
 
-// MaxMessage is the largest encoded item a queue or a pipe carries: 64 MiB.
+// MaxMessage is the largest encoded item a queue or a pipe carries, and
+// the largest task or result a pool's worker carries: 64 MiB.
 const MaxMessage = 64 << 20
 
-// MaxMessage must be the ring's limit (this does not compile otherwise).
-const _ = uint(MaxMessage-ring.MaxMessage) + uint(ring.MaxMessage-MaxMessage)
+// MaxMessage is the limit of the internal packages (this does not compile
+// otherwise).
+const _ = uint(MaxMessage-errs.MaxMessage) + uint(errs.MaxMessage-MaxMessage)
 
 // DefaultQueueSize is a maxsize for queues meant to be large but bounded.
 // A queue made with maxsize <= 0 is unbounded, as in Python: bounded only
@@ -284,7 +287,7 @@ func (q *Queue[T]) putMsg(ctx context.Context, head, body []byte, block bool) er
 		if q.join != nil {
 			q.join.done(1)
 		}
-		return queueErr(err)
+		return err
 	}
 	q.h.loc.raceRelease()
 	return nil
@@ -504,7 +507,7 @@ func (q *Queue[T]) getMsg(ctx context.Context, dst []byte, block bool, copyOut r
 				q.join.drop(false)
 			}
 		}
-		return nil, queueErr(err)
+		return nil, err
 	}
 	q.h.loc.raceAcquire()
 	return msg, nil
@@ -535,9 +538,8 @@ func (q *Queue[T]) decode(msg []byte, v *T) error {
 
 // decodeErr is the error of a Get or Recv (op) whose message failed to
 // decode: it wraps ErrCorrupt whatever the decoder's reason, including the
-// limits it enforces on nesting and lengths (which wrap the codec's own
-// ErrTooLarge, a sentinel callers cannot name), and keeps the decoder's
-// detail.
+// limits it enforces on nesting and lengths (which wrap ErrTooLarge), and
+// keeps the decoder's detail.
 func decodeErr(op string, err error) error {
 	if errors.Is(err, ErrCorrupt) {
 		return fmt.Errorf("mp: %s: %w", op, err)
@@ -620,20 +622,4 @@ func (q *Queue[T]) UnmarshalBinary(data []byte) error {
 	}
 	*q = *o
 	return nil
-}
-
-func queueErr(err error) error {
-	switch {
-	case errors.Is(err, ring.ErrFull):
-		return ErrFull
-	case errors.Is(err, ring.ErrEmpty):
-		return ErrEmpty
-	case errors.Is(err, ring.ErrClosed):
-		return ErrClosed
-	case errors.Is(err, ring.ErrTooLarge):
-		return fmt.Errorf("%w: %v", ErrTooLarge, err)
-	case errors.Is(err, ring.ErrCorrupt):
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	return err
 }

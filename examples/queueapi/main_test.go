@@ -23,7 +23,7 @@ got 2
 got 3
 got 4
 got 5
-TryGet: mp: queue is empty
+TryGet: mp: empty
 empty: true
 Get with a 100ms deadline: context deadline exceeded
 put 6

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/multiproc/mp/internal/errs"
 	"reflect"
 	"slices"
 	"sync"
@@ -19,22 +20,22 @@ import (
 // pointers, uintptrs, complex numbers, structures nested deeper than the
 // decoder accepts (which is how cyclic data shows up), or a value whose
 // own MarshalBinary or MarshalCBOR method failed.
-var ErrUnencodable = errors.New("codec: value cannot be encoded")
+var ErrUnencodable = errs.Unencodable
 
 // ErrCorrupt is returned, wrapped with detail, by every decoding function
 // when data is not a valid encoding of a value of the destination type:
 // truncated or altered bytes, an unknown tag, trailing garbage, or a value
 // of a different type than the one asked for.
-var ErrCorrupt = errors.New("codec: corrupt or truncated data")
+var ErrCorrupt = errs.Corrupt
 
 // ErrTooLarge is returned, wrapped with detail, when an encoded value would
-// exceed MaxMessage, or when data to decode exceeds MaxMessage or one of the
+// exceed MaxEncoded, or when data to decode exceeds MaxEncoded or one of the
 // decoder's limits on nesting depth, array length or map size.
-var ErrTooLarge = errors.New("codec: data exceeds size limit")
+var ErrTooLarge = errs.TooLarge
 
-// MaxMessage is the hard ceiling, in bytes, on one encoded value, and on
+// MaxEncoded is the hard ceiling, in bytes, on one encoded value, and on
 // one MarshalArgs sequence as a whole.
-const MaxMessage = 1 << 30
+const MaxEncoded = 1 << 30
 
 // Decoder limits. Data normally comes from another process of the same
 // program, but a corrupt pipe or a hostile peer must not be able to make the
@@ -133,7 +134,7 @@ const maxPooled = 64 << 10
 // function, channel, unsafe pointer, uintptr or complex number, is nested
 // more deeply than the decoder accepts (cyclic data), or has a marshal
 // method that fails; it wraps ErrTooLarge if the encoding would exceed
-// MaxMessage.
+// MaxEncoded.
 func Marshal(v any) ([]byte, error) {
 	switch x := v.(type) {
 	case []byte:
@@ -184,7 +185,7 @@ func AppendMarshalContext(ctx context.Context, dst []byte, v any) ([]byte, error
 }
 
 func appendBytes(dst, p []byte) ([]byte, error) {
-	if len(p) > MaxMessage-1 {
+	if len(p) > MaxEncoded-1 {
 		return dst, fmt.Errorf("%w: []byte of %d bytes", ErrTooLarge, len(p))
 	}
 	if p == nil {
@@ -195,7 +196,7 @@ func appendBytes(dst, p []byte) ([]byte, error) {
 }
 
 func appendString(dst []byte, s string) ([]byte, error) {
-	if len(s) > MaxMessage-1 {
+	if len(s) > MaxEncoded-1 {
 		return dst, fmt.Errorf("%w: string of %d bytes", ErrTooLarge, len(s))
 	}
 	dst = slices.Grow(dst, 1+len(s))
@@ -213,8 +214,8 @@ func appendCBOR(ctx context.Context, b *bytes.Buffer, v any) ([]byte, error) {
 	if err := encMode.MarshalToBuffer(v, b); err != nil {
 		return nil, encodeError(v, err)
 	}
-	if n := b.Len() - start; n > MaxMessage {
-		return nil, fmt.Errorf("%w: %T encodes to %d bytes, over %d", ErrTooLarge, v, n, MaxMessage)
+	if n := b.Len() - start; n > MaxEncoded {
+		return nil, fmt.Errorf("%w: %T encodes to %d bytes, over %d", ErrTooLarge, v, n, MaxEncoded)
 	}
 	return b.Bytes(), nil
 }
@@ -242,7 +243,7 @@ func encodeError(v any, err error) error {
 // that a CBOR byte or text string could be.
 //
 // It returns an error if ptr is not a non-nil pointer. The error wraps
-// ErrTooLarge if data exceeds MaxMessage or the nesting, array or map limits,
+// ErrTooLarge if data exceeds MaxEncoded or the nesting, array or map limits,
 // and ErrCorrupt for any other failure, including data that is valid but
 // encodes a value that does not fit the destination type. On error *ptr may
 // have been partly written.
@@ -294,8 +295,8 @@ func checkSize(data []byte) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: empty message", ErrCorrupt)
 	}
-	if len(data) > MaxMessage {
-		return fmt.Errorf("%w: message of %d bytes, over %d", ErrTooLarge, len(data), MaxMessage)
+	if len(data) > MaxEncoded {
+		return fmt.Errorf("%w: message of %d bytes, over %d", ErrTooLarge, len(data), MaxEncoded)
 	}
 	return nil
 }
@@ -425,8 +426,8 @@ func AppendArgs(b []byte, args []reflect.Value) ([]byte, error) {
 		if b, err = appendArg(b, v); err != nil {
 			return nil, fmt.Errorf("argument %d: %w", i+1, err)
 		}
-		if len(b)-start > MaxMessage {
-			return nil, fmt.Errorf("%w: arguments encode to more than %d bytes", ErrTooLarge, MaxMessage)
+		if len(b)-start > MaxEncoded {
+			return nil, fmt.Errorf("%w: arguments encode to more than %d bytes", ErrTooLarge, MaxEncoded)
 		}
 	}
 	return b, nil
@@ -468,8 +469,8 @@ func appendArg(b []byte, v reflect.Value) ([]byte, error) {
 // addressable. The error wraps ErrCorrupt if the counts differ or data is
 // malformed, and otherwise is as for Unmarshal.
 func UnmarshalArgs(data []byte, types []reflect.Type) ([]reflect.Value, error) {
-	if len(data) > MaxMessage {
-		return nil, fmt.Errorf("%w: message of %d bytes, over %d", ErrTooLarge, len(data), MaxMessage)
+	if len(data) > MaxEncoded {
+		return nil, fmt.Errorf("%w: message of %d bytes, over %d", ErrTooLarge, len(data), MaxEncoded)
 	}
 	if len(data) == 0 || data[0] != tagArgs {
 		return nil, fmt.Errorf("%w: not an argument list", ErrCorrupt)
@@ -567,7 +568,7 @@ func StringHeader() []byte { return hdrString }
 // caller). ok is false if data holds anything else: decode it with
 // Unmarshal.
 func AdoptBytes(data []byte) (b []byte, ok bool) {
-	if len(data) == 0 || len(data) > MaxMessage {
+	if len(data) == 0 || len(data) > MaxEncoded {
 		return nil, false
 	}
 	switch {
@@ -582,7 +583,7 @@ func AdoptBytes(data []byte) (b []byte, ok bool) {
 // AdoptString is AdoptBytes for strings: the string shares data's memory,
 // which the caller must never modify afterwards.
 func AdoptString(data []byte) (s string, ok bool) {
-	if len(data) < 2 || data[0] != tagString || len(data) > MaxMessage {
+	if len(data) < 2 || data[0] != tagString || len(data) > MaxEncoded {
 		if len(data) == 1 && data[0] == tagString {
 			return "", true
 		}

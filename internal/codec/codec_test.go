@@ -413,15 +413,15 @@ func TestUnencodable(t *testing.T) {
 		v    any
 		want string
 	}{
-		{func(int) int { return 0 }, "codec: value cannot be encoded: func(int) int"},
-		{ch, "codec: value cannot be encoded: chan int"},
-		{unsafe.Pointer(&x), "codec: value cannot be encoded: unsafe.Pointer"},
-		{complex(1, 2), "codec: value cannot be encoded: complex128"},
-		{uintptr(1), "codec: value cannot be encoded: uintptr"},
-		{withFunc{A: 1}, "codec: value cannot be encoded: codec.withFunc (field F func())"},
-		{[]func(){nil}, "codec: value cannot be encoded: []func() (element func())"},
-		{map[string]chan int{}, "codec: value cannot be encoded: map[string]chan int (value chan int)"},
-		{tree{Kids: []any{1, ch}}, "codec: value cannot be encoded: codec.tree (holds chan int)"},
+		{func(int) int { return 0 }, "mp: value cannot be sent to another process: func(int) int"},
+		{ch, "mp: value cannot be sent to another process: chan int"},
+		{unsafe.Pointer(&x), "mp: value cannot be sent to another process: unsafe.Pointer"},
+		{complex(1, 2), "mp: value cannot be sent to another process: complex128"},
+		{uintptr(1), "mp: value cannot be sent to another process: uintptr"},
+		{withFunc{A: 1}, "mp: value cannot be sent to another process: codec.withFunc (field F func())"},
+		{[]func(){nil}, "mp: value cannot be sent to another process: []func() (element func())"},
+		{map[string]chan int{}, "mp: value cannot be sent to another process: map[string]chan int (value chan int)"},
+		{tree{Kids: []any{1, ch}}, "mp: value cannot be sent to another process: codec.tree (holds chan int)"},
 	}
 	for _, tt := range tests {
 		_, err := Marshal(tt.v)
@@ -619,7 +619,7 @@ func TestTooLargeEncode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates 1 GiB")
 	}
-	big := make([]byte, MaxMessage+1)
+	big := make([]byte, MaxEncoded+1)
 	if _, err := Marshal(big); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("Marshal of %d bytes: err = %v", len(big), err)
 	}

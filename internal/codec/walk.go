@@ -135,7 +135,7 @@ func isEmbeddedStruct(f reflect.StructField) bool {
 // checkEncodable returns an error wrapping ErrUnencodable if v nests
 // deeper than maxDepth, or through more than maxHops pointers and
 // interfaces in a row, or refers to itself; or wrapping ErrTooLarge if its
-// encoding would certainly exceed MaxMessage (as values that share
+// encoding would certainly exceed MaxEncoded (as values that share
 // pointers can: the encoder writes a shared value out again at every
 // reference to it). It takes time linear in the memory v reaches, however
 // much of it is shared, and returns ctx's error if ctx ends first (a nil
@@ -160,7 +160,7 @@ func checkEncodable(ctx context.Context, v reflect.Value) error {
 	case err == errCycle:
 		return fmt.Errorf("%w: %v: cyclic data (it refers to itself)", ErrUnencodable, v.Type())
 	case err == errTooBig:
-		return fmt.Errorf("%w: %v: its encoding would exceed %d bytes (values shared by many references are written out at each)", ErrTooLarge, v.Type(), MaxMessage)
+		return fmt.Errorf("%w: %v: its encoding would exceed %d bytes (values shared by many references are written out at each)", ErrTooLarge, v.Type(), MaxEncoded)
 	}
 	return fmt.Errorf("%w: %v: %w", ErrUnencodable, v.Type(), err)
 }
@@ -321,7 +321,7 @@ func (w *walker) walkInside(v reflect.Value, depth int) (subtree, error) {
 		}
 		r.depth = max(r.depth, level)
 		r.size = addSize(r.size, size)
-		if r.size > MaxMessage {
+		if r.size > MaxEncoded {
 			return errTooBig
 		}
 		return nil

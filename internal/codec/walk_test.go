@@ -28,7 +28,7 @@ func ladder(n int) *dagNode {
 // TestSharedPointersLinear: checking a value whose pointers are shared
 // costs a walk of each distinct node once. An 18-node ladder (2^18 leaves
 // encoded) is accepted and round-trips; a 29-node one, whose encoding would
-// exceed MaxMessage, and a 1000-node one, are refused with ErrTooLarge at
+// exceed MaxEncoded, and a 1000-node one, are refused with ErrTooLarge at
 // once (the old check walked every path, and did not return for 29 nodes).
 func TestSharedPointersLinear(t *testing.T) {
 	msg, err := Marshal(ladder(18))

@@ -851,8 +851,9 @@ type Stats struct {
 	Dying  int
 	ByKind [MaxKinds]int
 	// Tables is the bytes of the tables themselves: the object table
-	// grows to the peak number of objects and is kept, ledgers grow and
-	// shrink with their processes' holdings.
+	// grows to the peak number of objects and is kept (with the names
+	// blocks beside its segments), ledgers grow and shrink with their
+	// processes' holdings.
 	Tables int
 }
 
@@ -868,6 +869,9 @@ func (t *Table) Stats() Stats {
 		s.Tables = 256 // the root block's size class
 		for seg := shm.Offset(x.Load(t.root + rObjSegs)); seg != 0; seg = shm.Offset(x.Load(seg)) {
 			s.Tables += objSegSize
+			if x.Load(seg+segNames) != 0 {
+				s.Tables += namesSize
+			}
 		}
 		for seg := shm.Offset(x.Load(t.root + rProcSegs)); seg != 0; seg = shm.Offset(x.Load(seg)) {
 			s.Tables += procSegSize

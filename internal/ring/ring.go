@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"github.com/multiproc/mp/internal/errs"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -16,17 +17,17 @@ import (
 
 var (
 	// ErrFull is returned by TryPut when the ring holds capacity messages.
-	ErrFull = errors.New("ring: full")
+	ErrFull = errs.Full
 	// ErrEmpty is returned by TryGet when no message is ready.
-	ErrEmpty = errors.New("ring: empty")
+	ErrEmpty = errs.Empty
 	// ErrClosed is returned by puts after Close, and by gets once the ring
 	// is closed and drained.
-	ErrClosed = errors.New("ring: closed")
+	ErrClosed = errs.Closed
 	// ErrTooLarge is returned by puts of messages longer than MaxMessage.
-	ErrTooLarge = errors.New("ring: message too large")
+	ErrTooLarge = errs.TooLarge
 	// ErrCorrupt is returned (wrapped) by gets that find a cell whose
 	// contents cannot be valid; the cell is consumed.
-	ErrCorrupt = errors.New("ring: corrupt cell")
+	ErrCorrupt = errs.Corrupt
 	// ErrBadRing is returned (wrapped) by Open for an offset that is not a
 	// ring.
 	ErrBadRing = errors.New("ring: not a ring")
@@ -37,7 +38,7 @@ var (
 
 const (
 	// MaxMessage is the longest message a ring carries.
-	MaxMessage = 64 << 20
+	MaxMessage = errs.MaxMessage
 	// DefaultInline is the longest message New's rings carry inline.
 	DefaultInline = 96
 	// MaxInline is the largest inline capacity NewSized accepts.
@@ -344,7 +345,7 @@ const (
 
 func checkLen(head, body []byte) error {
 	if n := len(head) + len(body); n > MaxMessage {
-		return fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, n, MaxMessage)
+		return fmt.Errorf("%w: a message of %d bytes (at most %d)", ErrTooLarge, n, MaxMessage)
 	}
 	return nil
 }
@@ -419,7 +420,7 @@ func (r *seg) tryPut(head, body []byte) (status, uint64, uint64, error) {
 				if off, err = r.oolBlock(c, n); err == nil {
 					copy(r.a.Bytes(off, n)[copy(r.a.Bytes(off, n), head):], body)
 				} else {
-					err = fmt.Errorf("ring: out-of-line message of %d bytes: %w", n, err)
+					err = fmt.Errorf("no room for a %d-byte message: %w", n, err)
 					c.flags = flagSkip
 					atomic.StoreUint64(&c.ool, 0)
 				}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/multiproc/mp/internal/errs"
 	"math/bits"
 	"os"
 	"sync"
@@ -22,7 +23,7 @@ type Offset uint64
 
 // ErrNoSpace is returned, wrapped with the requested and free sizes, when an
 // allocation cannot be satisfied.
-var ErrNoSpace = errors.New("shm: arena is full")
+var ErrNoSpace = errs.NoSpace
 
 // ErrBadOffset is returned, wrapped with the offset, by operations on an
 // offset that is not the start of a live allocation: a double free, an
@@ -33,7 +34,7 @@ var ErrBadOffset = errors.New("shm: offset is not a live allocation")
 // that another process may have written holds what no correct process
 // writes: the allocator's own metadata, or (for packages built on the
 // arena) a structure's offsets and lengths.
-var ErrCorrupt = errors.New("shm: corrupt shared memory")
+var ErrCorrupt = errs.Corrupt
 
 const (
 	// MinSize is the smallest arena New creates; smaller sizes are rounded up.

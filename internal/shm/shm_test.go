@@ -268,7 +268,7 @@ func TestExhaustion(t *testing.T) {
 	if len(offs) != MinSize/4096 {
 		t.Errorf("fit %d 4 KiB blocks in 1 MiB", len(offs))
 	}
-	for _, want := range []string{"arena is full", "requested 4096 bytes", "0 bytes free"} {
+	for _, want := range []string{"shared memory", "requested 4096 bytes", "0 bytes free"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
