@@ -217,6 +217,9 @@ func (w *worker) receive() {
 			p.mu.Lock()
 			w.ready = true
 			p.failedStarts = 0
+			if len(w.inflight) > 0 && w.stop == nil {
+				w.armLocked(w.inflight[0])
+			}
 			p.mu.Unlock()
 			continue
 		}
@@ -247,8 +250,14 @@ func (w *worker) receive() {
 }
 
 // armLocked starts watching the deadline and context of j, the task the
-// worker runs now: if either ends first, the worker is killed.
+// worker runs now: if either ends first, the worker is killed. A worker
+// still starting (in its initializer) runs nothing yet: its first task is
+// armed when it is ready, so that a task's time limit counts from when it
+// can run.
 func (w *worker) armLocked(j *job) {
+	if !w.ready {
+		return
+	}
 	w.since = time.Now()
 	var stops []func() bool
 	if d := w.p.cfg.timeout; d > 0 {
@@ -331,6 +340,11 @@ func (w *worker) settle() {
 	for _, j := range w.inflight {
 		killed = killed || j.killErr != nil
 		switch {
+		case j.killErr != nil && !p.terminated:
+			// Its own time limit or context ended, whether or not the
+			// worker had read it yet: run again, it would not be
+			// watched any more (expire acts once per task).
+			failed, errs = append(failed, j), append(errs, j.killErr)
 		case (!j.sent || unstarted[j.id]) && p.stopping:
 			failed, errs = append(failed, j), append(errs, ErrStopped)
 		case !j.sent || unstarted[j.id]:

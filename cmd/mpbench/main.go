@@ -82,10 +82,10 @@ type comparison struct {
 // built on, measured the same way (BenchmarkFutexPingPong is two
 // processes passing a futex word back and forth).
 var (
-	floorColumns = []string{"futex ping-pong"}
+	floorColumns = []string{"floor"}
 	floors       = []comparison{
-		{"Pipe round trip, 64 bytes", "ns/op", "BenchmarkPipeRoundTrip/idle", []string{"BenchmarkFutexPingPong/unlocked"}},
-		{"Pipe round trip, both cores busy", "ns/op", "BenchmarkPipeRoundTrip/busy", []string{"BenchmarkFutexPingPong/busy"}},
+		{"Pipe round trip, 64 bytes (floor: futex ping-pong)", "ns/op", "BenchmarkPipeRoundTrip/idle", []string{"BenchmarkFutexPingPong/unlocked"}},
+		{"the same, both cores busy", "ns/op", "BenchmarkPipeRoundTrip/busy", []string{"BenchmarkFutexPingPong/busy"}},
 		{"start + join a process (floor: bare re-exec)", "ns/op", "BenchmarkProcessStartJoin", []string{"BenchmarkBareReexec"}},
 	}
 )

@@ -300,8 +300,8 @@ BenchmarkNetRPC/ApplyAsync-2     	  100000	      4000 ns/op	    100000 tasks/s
 		rows[f[0]+"/"+strings.Join(f[1:], "|")] = ""
 	}
 	for _, want := range []string{
-		"Pipe round trip, 64 bytes/1.00 µs|4.00 µs|0.25×",
-		"Pipe round trip, both cores busy/30.0 µs|20.0 µs|1.50×",
+		"Pipe round trip, 64 bytes (floor: futex ping-pong)/1.00 µs|4.00 µs|0.25×",
+		"the same, both cores busy/30.0 µs|20.0 µs|1.50×",
 		"Pool(2) apply_async, then get/250 k tasks/s|200 k tasks/s|100 k tasks/s|—|1.25×",
 		"Pipe round trip, 64 bytes/1.00 µs|—|—|FAIL|n/a",
 	} {
