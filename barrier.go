@@ -89,7 +89,7 @@ var barActions sync.Map // shm.Offset -> func()
 // party gets an error wrapping ErrNotRegistered and ErrBrokenBarrier.
 func NewBarrier(parties int, action func()) (*Barrier, error) {
 	if parties < 1 || parties > MaxBarrierParties {
-		return nil, fmt.Errorf("%w: a barrier of %d parties (1 to %d)", ErrBadArguments, parties, MaxBarrierParties)
+		return nil, badValue("NewBarrier(%d, ...): a barrier has from 1 to %d parties", parties, MaxBarrierParties)
 	}
 	var name string
 	if action != nil {

@@ -73,6 +73,13 @@
 // too. Shutdown, deferred in main, is Python's exit-time behaviour: it
 // terminates daemonic children and waits for the others.
 //
+// A signal ends the root at once, and the tree with it, unless the program
+// calls NotifyContext: then Ctrl-C or SIGTERM cancels the context of every
+// child's function (those that take one), down the tree, pools start no
+// more tasks and deliver what finished, children still running after the
+// grace period are killed, and Shutdown exits with status 130 or 143. A
+// child sent SIGTERM alone (Terminate) stops the same way.
+//
 // # The memory of primitives
 //
 // Locks, queues, pipes, dicts and the rest live in one shared-memory arena

@@ -20,7 +20,9 @@ var (
 	// ErrNotInitialized: Init was not called before starting a process.
 	// Without it a child would run the parent's main function again.
 	ErrNotInitialized = errors.New("mp: Init was not called at the start of main (or TestMain)")
-	// ErrBadArguments: the arguments do not match the function's parameters.
+	// ErrBadArguments: the arguments do not match the function's parameters;
+	// also, a value out of its range (a negative count or timeout), whose
+	// error says what is wrong with the value.
 	ErrBadArguments = errors.New("mp: arguments do not match the function")
 	// ErrUnencodable: a value cannot be sent to another process (a func, a
 	// chan, an unsafe.Pointer, or a struct holding one).
@@ -49,6 +51,17 @@ var (
 	// ErrOutOfRange: an index outside a List.
 	ErrOutOfRange = errors.New("mp: index out of range")
 )
+
+// valueError is a value out of its range: its message says what is wrong
+// with the value, rather than ErrBadArguments's, which it matches.
+type valueError struct{ msg string }
+
+func (e *valueError) Error() string { return e.msg }
+func (e *valueError) Unwrap() error { return ErrBadArguments }
+
+func badValue(format string, args ...any) error {
+	return &valueError{msg: "mp: " + fmt.Sprintf(format, args...)}
+}
 
 // ProcessError reports that a process or thread did not finish cleanly: its
 // function returned an error or panicked, it exited with a non-zero status,

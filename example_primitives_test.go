@@ -147,8 +147,10 @@ func ExampleNewSemaphore() {
 	most := mp.Must(mp.NewValue[int32](0))
 	args := []any{room, inside, most}
 	startAndJoin(enterRoom, args, args, args, args, args)
-	fmt.Println("never more than", most.Load(), "inside; free places:", room.Value())
-	// Output: never more than 2 inside; free places: 2
+	// How many were inside together depends on scheduling (on a busy
+	// machine they may well come one at a time); never more than two.
+	fmt.Println("at most two inside at once:", most.Load() <= 2, "- free places:", room.Value())
+	// Output: at most two inside at once: true - free places: 2
 }
 
 func ExampleNewEvent() {

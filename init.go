@@ -2,6 +2,7 @@ package mp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/multiproc/mp/internal/codec"
@@ -73,6 +75,7 @@ func runChild(inh spawn.Inherited) {
 		isolatedFiles = inh.Extra
 	}
 	parent := b.Parent
+	SetShutdownGrace(b.Grace)
 	self.info = ProcessInfo{Name: b.Name, Pid: os.Getpid(), Daemon: b.Daemon}
 	self.parent = &parent
 	self.identity = b.Identity
@@ -96,6 +99,14 @@ func runChild(inh spawn.Inherited) {
 	} else if args, err = codec.UnmarshalArgs(b.Args, t.argTypes(b.NArgs)); err != nil {
 		childFatal(ctl, "decode arguments of %s: %v", t.name, err)
 	}
+	ctx := context.Background()
+	if t.withCtx {
+		// SIGTERM is then a request: the function sees its context
+		// cancelled and has the grace period to return.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		catchTerm(cancel)
+	}
 	returned := false
 	defer func() {
 		if !returned {
@@ -104,17 +115,19 @@ func runChild(inh spawn.Inherited) {
 			if !b.Quiet {
 				printFailure(b.Name, &callError{Message: goexitMessage})
 			}
-			Shutdown()
+			ShutdownContext(context.Background())
 			report(ctl, outcome{Message: goexitMessage})
-			os.Exit(1)
+			endChild(1)
 		}
 	}()
-	_, cerr := t.call(context.Background(), recv, args)
+	_, cerr := t.call(ctx, recv, args)
 	returned = true
-	if cerr != nil && !b.Quiet {
+	// A function that returns its context's error once SIGTERM stopped it
+	// has not failed: it did as it was asked.
+	if cerr != nil && !b.Quiet && !(stopping() && errors.Is(cerr.err, context.Canceled)) {
 		printFailure(b.Name, cerr)
 	}
-	Shutdown()
+	ShutdownContext(context.Background())
 	code := 0
 	var out outcome
 	if cerr != nil {
@@ -127,6 +140,18 @@ func runChild(inh spawn.Inherited) {
 		}
 	}
 	report(ctl, out)
+	endChild(code)
+}
+
+// endChild exits with code, or, if a signal stopped the child (SIGTERM),
+// as killed by it: that is what the parent, and Python, expect of a
+// terminated process, however gracefully it ended.
+func endChild(code int) {
+	if stopping() {
+		if sig, ok := treeStop.sig.(syscall.Signal); ok {
+			spawn.DieBySignal(sig)
+		}
+	}
 	os.Exit(code)
 }
 
@@ -181,7 +206,9 @@ func watchParent(ctl net.Conn) {
 
 // DefaultShutdownGrace is how long Shutdown lets a daemonic child take to
 // end after SIGTERM before it kills it with SIGKILL, unless
-// SetShutdownGrace says otherwise.
+// SetShutdownGrace says otherwise; it is also the grace period of a tree
+// stopped by a signal (NotifyContext), and of a child sent SIGTERM whose
+// function takes a context.
 const DefaultShutdownGrace = 3 * time.Second
 
 var shutdownGrace atomic.Int64
@@ -190,7 +217,10 @@ func init() { shutdownGrace.Store(int64(DefaultShutdownGrace)) }
 
 // SetShutdownGrace sets how long Shutdown waits for a child it terminated
 // to end before it kills it with SIGKILL, and returns the previous value. A
-// zero or negative d kills at once. It is safe to call at any time.
+// zero or negative d kills at once. It is safe to call at any time. It is
+// also the grace period of a stop by NotifyContext, and the one a child
+// started after the call has, after SIGTERM, for its function to return
+// (children inherit it, for their own children).
 func SetShutdownGrace(d time.Duration) (previous time.Duration) {
 	return time.Duration(shutdownGrace.Swap(int64(max(d, 0))))
 }
@@ -207,21 +237,37 @@ func SetShutdownGrace(d time.Duration) (previous time.Duration) {
 // A program that returns from main (or calls os.Exit) without Shutdown
 // still leaves no orphans: every child is killed when its parent exits, and
 // says so on its standard error, naming itself and its parent.
-func Shutdown() { ShutdownContext(context.Background()) }
+//
+// Once NotifyContext has caught a signal, Shutdown does not return: when
+// the tree is down (its children ended, or killed after the grace period;
+// threads waited for until then), it ends the program with status 128+n,
+// 130 for SIGINT and 143 for SIGTERM, what a shell reports for a program
+// the signal ended. Defer it first in main, so that it runs last.
+func Shutdown() {
+	if se := (*SignalError)(nil); errors.As(ShutdownContext(context.Background()), &se) {
+		os.Exit(se.ExitCode())
+	}
+}
 
 // ShutdownContext is Shutdown with a bound: if ctx ends while children or
 // threads are still running, it terminates the child processes left (SIGTERM,
 // then SIGKILL after the grace period), waits for them to be gone, and
 // returns ctx.Err() without waiting for the threads left; otherwise it
-// returns nil.
+// returns nil. Once NotifyContext has caught a signal, it waits for threads
+// only until the grace period is over, and returns the *SignalError, for the
+// caller to exit as it decides.
 func ShutdownContext(ctx context.Context) error {
 	defer spawn.ReapAdopted()
 	children := ActiveChildren()
 	var daemons []*Process
-	for _, p := range children {
-		if p.Daemon {
-			p.Terminate()
-			daemons = append(daemons, p)
+	// A stopping tree has sent its children SIGTERM, and kills them at the
+	// end of its grace period, which a new one must not extend.
+	if !stopping() {
+		for _, p := range children {
+			if p.Daemon {
+				p.Terminate()
+				daemons = append(daemons, p)
+			}
 		}
 	}
 	stopAll(daemons)
@@ -238,7 +284,7 @@ func ShutdownContext(ctx context.Context) error {
 			p.Terminate()
 		}
 		stopAll(left)
-		return err
+		return stoppedOr(err)
 	}
 	self.mu.Lock()
 	threads := make([]*Thread, 0, len(self.threads))
@@ -248,12 +294,28 @@ func ShutdownContext(ctx context.Context) error {
 		}
 	}
 	self.mu.Unlock()
+	tctx := ctx
+	if stopping() {
+		// Threads cannot be killed: they are waited for until the
+		// children would have been.
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithDeadline(ctx, treeStop.graceEnd)
+		defer cancel()
+	}
 	for _, t := range threads {
-		if t.Join(ctx) != nil && ctx.Err() != nil {
-			return ctx.Err()
+		if t.Join(tctx) != nil && tctx.Err() != nil {
+			return stoppedOr(ctx.Err())
 		}
 	}
-	return nil
+	return stoppedOr(nil)
+}
+
+// stoppedOr returns err, or the *SignalError of a stop by NotifyContext.
+func stoppedOr(err error) error {
+	if se := stopSignal(); se != nil {
+		return se
+	}
+	return err
 }
 
 // stopAll waits up to the grace period for ps, which were sent SIGTERM, to

@@ -60,6 +60,14 @@ func (e *WorkerLostError) Is(target error) bool { return target == ErrWorkerLost
 // the pool's task timeout, has its worker killed and replaced, and fails
 // with the context's error.
 //
+// When the process stops (NotifyContext caught a signal, or the process is
+// a child sent SIGTERM), its pools start no queued task (those fail with
+// ErrStopped) and replace no worker; the running tasks see their contexts
+// cancelled and have the grace period to return, and their results are
+// delivered. A thread pool's running tasks fail at once with their
+// context's error, if it was the cancelled one, as goroutines cannot be
+// killed.
+//
 // A task's returned error or panic is not printed: it goes to the caller
 // (as Python's pools return a task's exception), a panic with the worker's
 // stack in TaskError.Stack. Only a worker's own failure, such as that of
@@ -94,6 +102,7 @@ type Pool struct {
 	workers      map[*worker]struct{}
 	closed       bool
 	terminated   bool
+	stopping     bool  // the process is stopping (NotifyContext, SIGTERM): nothing more starts
 	admitted     int   // submitters admitted before Close that may still submit (Map, MapAsync, Imap)
 	broken       error // an initializer failed: every task fails with it
 	failedStarts int   // workers in a row that died before they were ready
@@ -205,7 +214,7 @@ func NewThreadPool(n int, opts ...PoolOption) (*Pool, error) {
 
 func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	if n < 0 {
-		return nil, fmt.Errorf("%w: a pool of %d workers", ErrBadArguments, n)
+		return nil, badValue("a pool of %d workers: the number must be 0 (CPUCount) or more", n)
 	}
 	if n == 0 {
 		n = CPUCount()
@@ -228,8 +237,15 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 			return nil, fmt.Errorf("mp: pool initializer: %w", err)
 		}
 	}
-	if cfg.maxTasks < 0 || cfg.retries < 0 || cfg.timeout < 0 || cfg.maxRSS < 0 {
-		return nil, fmt.Errorf("%w: negative pool option", ErrBadArguments)
+	switch {
+	case cfg.timeout < 0:
+		return nil, badValue("WithTaskTimeout(%v): a task timeout must be 0 (none) or more", cfg.timeout)
+	case cfg.maxTasks < 0:
+		return nil, badValue("WithMaxTasksPerChild(%d): the number of tasks must be 0 (no limit) or more", cfg.maxTasks)
+	case cfg.retries < 0:
+		return nil, badValue("WithRetries(%d): the number of retries must be 0 or more", cfg.retries)
+	case cfg.maxRSS < 0:
+		return nil, badValue("WithMaxMemoryPerChild(%d): the number of bytes must be 0 (no limit) or more", cfg.maxRSS)
 	}
 	if cfg.isolated {
 		if err := cfg.checkIsolated(threads); err != nil {
@@ -243,7 +259,23 @@ func newPool(n int, threads bool, opts []PoolOption) (*Pool, error) {
 	p.cond = sync.NewCond(&p.mu)
 	p.callbacks.start()
 	registerPool(p)
+	stopIfStopping(p)
 	return p, nil
+}
+
+// stopForTree is what a stopping process does to its pool: no queued task
+// starts (they fail with ErrStopped), and no worker is replaced; the tasks
+// running go on, their contexts cancelled by the stop, for the grace
+// period.
+func (p *Pool) stopForTree() {
+	p.mu.Lock()
+	p.stopping = true
+	q := p.drainLocked()
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	for _, j := range q {
+		j.fail(ErrStopped)
+	}
 }
 
 // Close stops the pool from accepting work; it never drops work: what was
@@ -364,6 +396,8 @@ func (p *Pool) admit() error {
 		return ErrPoolClosed
 	case p.broken != nil:
 		return p.broken
+	case p.stopping:
+		return ErrStopped
 	}
 	p.admitted++
 	return nil
@@ -395,6 +429,8 @@ func (p *Pool) submit(admitted bool, jobs ...*job) error {
 		return ErrPoolClosed
 	case p.broken != nil:
 		return p.broken
+	case p.stopping:
+		return ErrStopped
 	}
 	for _, j := range jobs {
 		p.nextID++
@@ -415,7 +451,7 @@ func (p *Pool) submit(admitted bool, jobs ...*job) error {
 // than given out. It is called with p.mu held.
 func (p *Pool) nextLocked(room, retire func() bool, steal func() *job) *job {
 	for {
-		if p.terminated || p.broken != nil {
+		if p.terminated || p.broken != nil || p.stopping {
 			return nil
 		}
 		if len(p.queue) == 0 && steal != nil && room() {

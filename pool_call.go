@@ -350,15 +350,32 @@ func decodeResult[R any](r result) (R, error) {
 }
 
 // MapError reports the items of a Map or Starmap that failed, by index,
-// with their errors. errors.Is and errors.As look at each of them.
+// with their errors. errors.Is and errors.As look at each of them. Items
+// that never ran because the process was stopping (NotifyContext, or
+// SIGTERM in a child) fail with ErrStopped; NotRun lists them.
 type MapError struct {
 	Indexes []int   // in increasing order
 	Errs    []error // Errs[i] is the error of item Indexes[i]
 }
 
+// NotRun returns the indexes of the items that never ran because the
+// process was stopping, in increasing order.
+func (e *MapError) NotRun() []int {
+	var idx []int
+	for k, err := range e.Errs {
+		if errors.Is(err, ErrStopped) {
+			idx = append(idx, e.Indexes[k])
+		}
+	}
+	return idx
+}
+
 func (e *MapError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mp: %d item(s) failed", len(e.Indexes))
+	if n := len(e.NotRun()); n > 0 {
+		fmt.Fprintf(&b, " (%d never ran: the process tree is stopping)", n)
+	}
 	for i := range min(len(e.Indexes), 3) {
 		fmt.Fprintf(&b, "; item %d: %v", e.Indexes[i], e.Errs[i])
 	}
@@ -375,7 +392,13 @@ func (e *MapError) Unwrap() []error { return e.Errs }
 // results in the order of items (Python's map). If items fail, it returns
 // the results of the others, with the zero value for the failed ones, and
 // a *MapError. If ctx ends first it returns ctx.Err(); tasks not started
-// never start and running ones have their workers killed.
+// never start and running ones have their workers killed. When the process
+// is stopping instead (NotifyContext caught a signal, or the process is a
+// child sent SIGTERM), Map waits for the running tasks, which see their
+// contexts cancelled and have the grace period: it returns the results
+// computed, and a *MapError in which the items that never ran fail with
+// ErrStopped (MapError.NotRun). A Map begun once the process is stopping
+// fails with ErrStopped.
 //
 // A Map that has begun is not cut short by Close from another goroutine:
 // all its items run.
@@ -564,6 +587,14 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 		}
 		err := p.submit(true, pending...)
 		sent += len(pending)
+		if errors.Is(err, ErrStopped) {
+			// The process is stopping: these never run, and the loop
+			// submits no more.
+			for _, j := range pending {
+				j.fail(err)
+			}
+			err = nil
+		}
 		pending = pending[:0]
 		if err != nil {
 			// Map gives up: what it submitted already need not start.
@@ -572,6 +603,16 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 		return err
 	}
 	for start := 0; start < n; start += chunk {
+		if stopping() {
+			// The items not submitted never run either; those submitted
+			// are delivered as they end.
+			fails := make([]failure, 0, n-start)
+			for i := start; i < n; i++ {
+				fails = append(fails, failure{i, ErrStopped})
+			}
+			settle(n-start, fails)
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -632,7 +673,12 @@ func starmap[R any](ctx context.Context, p *Pool, fn any, in mapInput, admitted 
 	select {
 	case <-allDone:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		if !stopping() {
+			return nil, ctx.Err()
+		}
+		// The stop gives the running tasks the grace period, then kills
+		// their workers: the results computed until then are delivered.
+		<-allDone
 	}
 	if len(failed) == 0 {
 		return out, nil

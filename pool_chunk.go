@@ -153,8 +153,7 @@ func (r *batchRun) skip(i int, done <-chan struct{}) bool {
 	if done != nil {
 		select {
 		case <-done:
-			err := r.ctx.Err()
-			r.fail(i, &callError{Message: err.Error(), err: err})
+			r.fail(i, notStarted(r.ctx.Err()))
 			return true
 		default:
 		}

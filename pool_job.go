@@ -107,8 +107,9 @@ var errSkipped = fmt.Errorf("%w: not started, as an earlier task failed (WithFai
 // few of the standard library's: context.Canceled,
 // context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF, fs.ErrNotExist,
 // fs.ErrExist, fs.ErrPermission, and this package's ErrUnencodable,
-// ErrBadArguments, ErrNotRegistered and ErrTooLarge), for errors.Is. In a
-// thread pool, a returned error is passed on as it is, not as a TaskError.
+// ErrBadArguments, ErrNotRegistered, ErrTooLarge and ErrStopped), for
+// errors.Is. In a thread pool, a returned error is passed on as it is, not
+// as a TaskError.
 type TaskError struct {
 	Message  string
 	Panicked bool

@@ -300,7 +300,11 @@ func (w *worker) armLocked(j *job) {
 	}
 	if j.ctx != nil && j.ctx.Done() != nil {
 		ctx := j.ctx
-		stops = append(stops, context.AfterFunc(ctx, func() { w.expire(j, ctx.Err()) }))
+		stops = append(stops, context.AfterFunc(ctx, func() {
+			if !stopping() { // else the worker has the stop's grace period
+				w.expire(j, ctx.Err())
+			}
+		}))
 	}
 	if len(stops) > 0 {
 		w.stop = func() {
@@ -392,13 +396,15 @@ func (w *worker) settle() {
 			// worker had read it yet: run again, it would not be
 			// watched any more (expire acts once per task).
 			failed, errs = append(failed, j), append(errs, j.killErr)
+		case (!j.sent || unstarted[j.id]) && p.stopping:
+			failed, errs = append(failed, j), append(errs, ErrStopped)
 		case !j.sent || unstarted[j.id]:
 			again = append(again, j)
 		case j.killErr != nil:
 			failed, errs = append(failed, j), append(errs, j.killErr)
 		case lostErr != nil:
 			failed, errs = append(failed, j), append(errs, lostErr)
-		case j.retries > 0 && !p.terminated:
+		case j.retries > 0 && !p.terminated && !p.stopping:
 			j.retries--
 			again = append(again, j)
 			retried = append(retried, j)
@@ -415,7 +421,7 @@ func (w *worker) settle() {
 		again = nil
 	}
 	p.requeueLocked(again)
-	if !w.ready && !p.terminated && !killed && !w.retired {
+	if !w.ready && !p.terminated && !p.stopping && !killed && !w.retired {
 		// It died starting: in its initializer, or killed from outside.
 		// Restarting it in a loop would help no one.
 		p.failedStarts++
@@ -441,7 +447,7 @@ func (w *worker) settle() {
 	// A closed pool replaces a worker only for work still to be given
 	// out: the tasks other workers hold are theirs to finish, and a
 	// replacement with nothing to do would retire at once.
-	replace := !p.terminated && p.broken == nil && len(p.workers) < p.cfg.n && !p.drainedLocked()
+	replace := !p.terminated && !p.stopping && p.broken == nil && len(p.workers) < p.cfg.n && !p.drainedLocked()
 	if replace {
 		p.stats.replaced(w, code, killed)
 	}
@@ -841,9 +847,14 @@ func (l *workerLoop) serve(resume bool) {
 func (l *workerLoop) loop(resume bool) error {
 	for {
 		if !resume {
+			if stopping() {
+				// SIGTERM: the tasks still in the pipe never start (the
+				// parent accounts for them), and the worker exits.
+				return nil
+			}
 			// The frame is decoded before the next is read: one buffer will do.
 			msg, err := l.recv()
-			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
+			if err == io.EOF || errors.Is(err, io.ErrClosedPipe) || (err != nil && stopping()) {
 				return nil
 			}
 			if err != nil {
@@ -1039,12 +1050,21 @@ func (tr *taskRun) end() {
 	tr.ctx, tr.batch = nil, nil
 }
 
+// notStarted is the error of a call whose context had ended before it
+// started: ErrStopped if the worker is stopping.
+func notStarted(err error) *callError {
+	if stopping() {
+		err = ErrStopped
+	}
+	return &callError{Message: err.Error(), err: err}
+}
+
 func runCall(ctx context.Context, t *target, data []byte, nargs int) workerOut {
 	fail := func(ce *callError) workerOut {
 		return workerOut{status: 1, data: encodeCallError(ce)}
 	}
 	if err := ctx.Err(); err != nil {
-		return fail(&callError{Message: err.Error(), err: err})
+		return fail(notStarted(err))
 	}
 	args, err := codec.UnmarshalArgs(data, t.argTypes(nargs))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/multiproc/mp/internal/codec"
 	"github.com/multiproc/mp/internal/proc"
@@ -168,6 +169,7 @@ type bootstrap struct {
 	Quiet    bool
 	Identity []int
 	Parent   ProcessInfo
+	Grace    time.Duration // the child's SetShutdownGrace
 }
 
 // outcome is what a child sends back before it exits.
@@ -314,6 +316,7 @@ func (p *Process) bootstrap() ([]byte, error) {
 		Quiet:    p.QuietErrors,
 		Identity: p.identity,
 		Parent:   self.info,
+		Grace:    time.Duration(shutdownGrace.Load()),
 	}
 	if t.typ != nil {
 		if len(p.args) != 0 {
@@ -451,13 +454,24 @@ func (p *Process) ExitCode() (code int, exited bool) {
 	}
 }
 
-// Terminate sends SIGTERM to the process and to its process group. Its own
-// children, in their own groups, die with it. Terminating a process that has
-// already finished does nothing.
+// Terminate sends SIGTERM to the process and to its process group. If the
+// function the child runs takes a context.Context, that context is
+// cancelled, the child's own children are sent SIGTERM in turn, and the
+// child has the grace period (SetShutdownGrace, as it was at Start) to
+// return before it is killed with SIGKILL with its whole subtree (Kill
+// meanwhile kills at once; another Terminate changes nothing). A function
+// without a context dies at
+// once, and its own children with it. Either way, unless killed after the
+// grace period, the exit code is -15 (SIGTERM), as in Python: a child whose
+// function returned reports its outcome, waits for its children, then ends
+// itself by SIGTERM. The same holds for a SIGTERM sent by anyone else (kill
+// from a shell). Terminating a process that has already finished does
+// nothing.
 func (p *Process) Terminate() error { return p.signal(syscall.SIGTERM) }
 
 // Kill sends SIGKILL to the process and to its process group, and so, in
-// turn, to its descendants. Killing a finished process does nothing.
+// turn, to its descendants: it is immediate, with no grace period, whatever
+// the function. Killing a finished process does nothing.
 func (p *Process) Kill() error { return p.signal(syscall.SIGKILL) }
 
 func (p *Process) signal(sig syscall.Signal) error {

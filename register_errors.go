@@ -32,7 +32,7 @@ var errorTypes struct {
 
 func init() {
 	RegisterError(context.Canceled, context.DeadlineExceeded, io.EOF, io.ErrUnexpectedEOF,
-		os.ErrNotExist, os.ErrExist, os.ErrPermission, ErrUnencodable, ErrBadArguments, ErrNotRegistered, ErrTooLarge)
+		os.ErrNotExist, os.ErrExist, os.ErrPermission, ErrUnencodable, ErrBadArguments, ErrNotRegistered, ErrTooLarge, ErrStopped)
 }
 
 // RegisterError records sentinel errors that functions run in other

@@ -70,11 +70,15 @@ func NewSemaphore(n int) (*Semaphore, error) { return newSemaphore(n, false) }
 func NewBoundedSemaphore(n int) (*Semaphore, error) { return newSemaphore(n, true) }
 
 func newSemaphore(n int, bounded bool) (*Semaphore, error) {
+	name := "NewSemaphore"
+	if bounded {
+		name = "NewBoundedSemaphore"
+	}
 	if n < 0 || n >= math.MaxInt32 {
-		return nil, fmt.Errorf("%w: semaphore value %d", ErrBadArguments, n)
+		return nil, badValue("%s(%d): a semaphore's value must be from 0 to %d", name, n, math.MaxInt32-1)
 	}
 	if bounded && n == 0 {
-		return nil, fmt.Errorf("%w: a bounded semaphore of 0 could never be released", ErrBadArguments)
+		return nil, badValue("%s(0): a bounded semaphore of 0 could never be released", name)
 	}
 	h, err := alloc(kindSemaphore, semBlockSize)
 	if err != nil {

@@ -70,6 +70,11 @@
 // time runs from the opening of sales until every buyer has been answered
 // and the database holds the final count.
 //
+// Ctrl-C or SIGTERM stops the rush under way (mp.NotifyContext): buyers
+// stop after the purchase they are making and report what they bought, the
+// memory strategy's writer still writes the count back, and the program
+// exits with status 130 or 143 after printing the table so far.
+//
 // The database is replaced by renaming a new file over it rather than
 // rewritten in place, so a reader sees the old record or the new one, never
 // a half-written file: the race shown here is the one between a buyer's
@@ -186,9 +191,10 @@ func (l Latency) pause() {
 func init() { mp.Register(buyers, sell, persist) }
 
 // buyers runs buyers first to first+n-1, each a goroutine of this process,
-// the proc'th buyer process.
-func buyers(s Shop, proc, first, n int) error {
-	ctx, cancel := context.WithCancel(context.Background())
+// the proc'th buyer process. When ctx ends (the rush is interrupted), each
+// buyer stops after the purchase under way and reports what it bought.
+func buyers(ctx context.Context, s Shop, proc, first, n int) error {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var buy func(buyer int) (ticket int, err error)
 	switch s.Strategy {
@@ -226,6 +232,9 @@ func buyers(s Shop, proc, first, n int) error {
 	}
 
 	if _, err := s.Open.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted before sales opened: nothing bought
+		}
 		return err
 	}
 	pid := os.Getpid()
@@ -235,7 +244,13 @@ func buyers(s Shop, proc, first, n int) error {
 		wg.Go(func() {
 			out := Outcome{Buyer: first + i, Pid: pid, Attempts: s.Attempts}
 			for range s.Attempts {
+				if ctx.Err() != nil {
+					break
+				}
 				ticket, err := buy(out.Buyer)
+				if err != nil && ctx.Err() != nil {
+					break // the interruption cut this purchase short
+				}
 				if err != nil {
 					errs[i] = fmt.Errorf("buyer %d: %w", out.Buyer, err)
 					return
@@ -247,7 +262,7 @@ func buyers(s Shop, proc, first, n int) error {
 			if s.Verbose {
 				fmt.Println(out)
 			}
-			errs[i] = s.Results.Put(ctx, out)
+			errs[i] = s.Results.Put(context.WithoutCancel(ctx), out)
 		})
 	}
 	wg.Wait()
@@ -393,12 +408,16 @@ type result struct {
 	shared     int // ticket numbers sold to more than one buyer
 	worst      int // the ticket number sold to the most buyers
 	worstCount int // how many
+	// interrupted: a signal stopped the rush; the count was written back
+	// all the same.
+	interrupted bool
 }
 
 // crew is the processes of one rush. If one fails, the rush is void: the
 // others are killed rather than left waiting for it (a buyer for the
 // seller's answer, say), and the first failure is the one reported.
 type crew struct {
+	ctx     context.Context // once it ends, a process's failure is the interruption's
 	mu      sync.Mutex
 	procs   []*mp.Process
 	err     error
@@ -418,7 +437,7 @@ func (c *crew) start(p *mp.Process) error {
 		p.Kill()
 	}
 	go func() {
-		if err := p.Join(context.Background()); err != nil {
+		if err := p.Join(context.Background()); err != nil && c.ctx.Err() == nil {
 			c.abort(err)
 		}
 	}()
@@ -451,7 +470,9 @@ func (c *crew) wait(ps ...*mp.Process) error {
 }
 
 // rush runs one strategy from a fresh database to the count written back.
-func rush(c config, strategy string) (res result, err error) {
+// If ctx ends (a signal), the buyers stop, and the rush ends as it would
+// have: the memory strategy's writer writes the count back.
+func rush(ctx context.Context, c config, strategy string) (res result, err error) {
 	res.strategy = strategy
 	if err := writeDB(c.db, c.tickets); err != nil {
 		return res, err
@@ -467,7 +488,7 @@ func rush(c config, strategy string) (res result, err error) {
 		return res, err
 	}
 	defer s.Results.Close()
-	crew := crew{onAbort: s.Open.Abort}
+	crew := crew{ctx: ctx, onAbort: s.Open.Abort}
 	var seller *mp.Process
 	switch strategy {
 	case "lock":
@@ -552,7 +573,7 @@ func rush(c config, strategy string) (res result, err error) {
 		defer stop()
 	}
 
-	if _, err := s.Open.Wait(context.Background()); err != nil {
+	if _, err := s.Open.Wait(ctx); err != nil && ctx.Err() == nil {
 		crew.abort(err)
 	}
 	start := time.Now()
@@ -565,7 +586,8 @@ func rush(c config, strategy string) (res result, err error) {
 	if collectErr != nil {
 		return res, collectErr
 	}
-	if n := done.Load(); n != int64(c.buyers) {
+	res.interrupted = ctx.Err() != nil
+	if n := done.Load(); n != int64(c.buyers) && !res.interrupted {
 		return res, fmt.Errorf("%d of %d buyers reported", n, c.buyers)
 	}
 	switch strategy {
@@ -636,7 +658,11 @@ func isTerminal(f *os.File) bool {
 
 func main() {
 	mp.Init()
-	defer mp.Shutdown()
+	defer mp.Shutdown() // after Ctrl-C or SIGTERM: exits 130 or 143 once the tree is down
+	// Ctrl-C or SIGTERM stops the buyers; the rush under way still writes
+	// its count back (see NotifyContext).
+	ctx, stop := mp.NotifyContext(context.Background())
+	defer stop()
 
 	c := config{latency: Latency{100 * time.Millisecond, 500 * time.Millisecond}}
 	flag.IntVar(&c.buyers, "buyers", 10, "number of buyers")
@@ -682,22 +708,32 @@ func main() {
 		if c.verbose {
 			fmt.Printf("%s:\n", st)
 		}
-		r, err := rush(c, st)
+		r, err := rush(ctx, c, st)
 		if err != nil {
 			fail(fmt.Errorf("%s: %w", st, err))
 		}
 		results = append(results, r)
+		if r.interrupted {
+			break
+		}
 	}
 	report(c, results)
+	if ctx.Err() != nil {
+		r := results[len(results)-1]
+		fmt.Printf("\n%s: interrupted (%v): %d sold; the database says %d left\n", r.strategy, context.Cause(ctx), r.sold, r.left)
+	}
 }
 
 func report(c config, results []result) {
 	attempts := c.buyers * c.attempts
 	rows := [][]string{{"strategy", "buyers", "tickets", "sold", "oversold", "left in db", "elapsed", "attempts/s"}}
 	for _, r := range results {
+		rate := fmt.Sprintf("%.0f", float64(attempts)/r.elapsed.Seconds())
+		if r.interrupted {
+			rate = "-" // not every attempt was made
+		}
 		rows = append(rows, []string{r.strategy, strconv.Itoa(c.buyers), strconv.Itoa(c.tickets), strconv.Itoa(r.sold),
-			strconv.Itoa(max(r.sold-c.tickets, 0)), strconv.Itoa(r.left), r.elapsed.Round(time.Millisecond).String(),
-			fmt.Sprintf("%.0f", float64(attempts)/r.elapsed.Seconds())})
+			strconv.Itoa(max(r.sold-c.tickets, 0)), strconv.Itoa(r.left), r.elapsed.Round(time.Millisecond).String(), rate})
 	}
 	fmt.Println()
 	printTable(rows)

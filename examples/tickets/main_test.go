@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -316,6 +318,103 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("%v: exit %v, stdout %q; want a failure and no output", args, err, out)
 		}
 	}
+}
+
+// TestInterrupted: Ctrl-C or SIGTERM in the middle of the memory strategy's
+// rush stops the buyers, and the writer still writes the count back: the
+// database holds the stock less what was sold. The program exits with the
+// conventional status and leaves no process behind.
+func TestInterrupted(t *testing.T) {
+	bin := exampletest.Build(t, ".")
+	for _, c := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(c.sig.String(), func(t *testing.T) {
+			db := filepath.Join(t.TempDir(), "ticket.json")
+			// Far more tickets and attempts than can be sold before the
+			// signal: it comes in the middle of the rush.
+			const tickets = 100_000_000
+			cmd := exec.Command(bin, "-strategy", "memory", "-buyers", "4", "-procs", "4",
+				"-tickets", strconv.Itoa(tickets), "-attempts", "25000000", "-latency", "0", "-db", db)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			waited := false
+			defer func() {
+				if !waited {
+					cmd.Process.Kill()
+					<-done
+					exampletest.CheckLeftBehind(t)
+				}
+			}()
+			awaitSelling(t, cmd.Process.Pid, 4)
+			cmd.Process.Signal(c.sig)
+			select {
+			case <-done:
+				waited = true
+			case <-time.After(time.Minute):
+				t.Fatal("the example did not exit within a minute of the signal")
+			}
+			exampletest.CheckLeftBehind(t)
+			if stderr.Len() > 0 {
+				t.Logf("stderr:\n%s", stderr.String())
+			}
+			if code := cmd.ProcessState.ExitCode(); code != c.code {
+				t.Errorf("exit status %d, want %d\n%s", code, c.code, stdout.String())
+			}
+			m := regexp.MustCompile(`(?m)^memory: interrupted \(mp: \w+ signal received\): (\d+) sold; the database says (\d+) left$`).FindStringSubmatch(stdout.String())
+			if m == nil {
+				t.Fatalf("no interruption line in:\n%s", stdout.String())
+			}
+			sold, left := atoi(t, m[1]), atoi(t, m[2])
+			if sold == 0 || sold >= tickets {
+				t.Errorf("%d sold: the signal did not come in the middle of the rush", sold)
+			}
+			if got := dbCount(t, db); got != left || left != tickets-sold {
+				t.Errorf("the database holds %d, the example says %d left of %d after %d sold", got, left, tickets, sold)
+			}
+		})
+	}
+}
+
+// awaitSelling waits until the n children of pid have used half a second
+// of CPU time between them: buyers use none while they wait for sales to
+// open, and start-up takes a few milliseconds.
+func awaitSelling(t *testing.T, pid, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		// Children are the children of the thread that forked them.
+		var kids []string
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			kids = append(kids, strings.Fields(string(b))...)
+		}
+		ticks := 0
+		for _, k := range kids {
+			st, _ := os.ReadFile("/proc/" + k + "/stat")
+			s := string(st)
+			if i := strings.LastIndexByte(s, ')'); i >= 0 {
+				f := strings.Fields(s[i+1:])
+				if len(f) > 13 {
+					u, _ := strconv.Atoi(f[11])
+					sy, _ := strconv.Atoi(f[12])
+					ticks += u + sy
+				}
+			}
+		}
+		if len(kids) >= n && ticks >= 50 { // USER_HZ is 100
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the buyers did not start selling within a minute")
 }
 
 // TestSameLatency: every strategy pays the latency for each sale, so that

@@ -36,12 +36,7 @@ func Run(t *testing.T, dir string, args ...string) string {
 // returns the exit error instead of failing.
 func RunStatus(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "example")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	build.Dir = dir
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := Build(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -53,6 +48,26 @@ func RunStatus(t *testing.T, dir string, args ...string) (string, error) {
 		t.Logf("stderr:\n%s", stderr.String())
 	}
 	return stdout.String(), err
+}
+
+// Build builds the main package in dir and returns the program's path,
+// for tests that run it themselves (to signal it, say); they call
+// CheckLeftBehind once it has exited.
+func Build(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "example")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// CheckLeftBehind fails t if the example left processes behind (see Main).
+func CheckLeftBehind(t *testing.T) {
+	t.Helper()
+	checkLeftBehind(t)
 }
 
 // Main runs an example's tests with the test process as the reaper of the

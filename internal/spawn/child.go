@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -235,23 +237,48 @@ func ParentGone() {
 		if n := child.notice.Load(); n != nil {
 			os.Stderr.WriteString(*n + "\n")
 		}
-		KillAll()
-		if cg := child.cgroup; cg != "" {
-			// Step out into the parent's cgroup, so that the one made for
-			// this process can be killed whole and removed; failing that,
-			// kill it with this process inside.
-			pid := []byte(strconv.Itoa(os.Getpid()))
-			if os.WriteFile(filepath.Join(filepath.Dir(cg), "cgroup.procs"), pid, 0) == nil {
-				(&cgroup{dir: cg, fd: -1}).kill()
-				(&cgroup{dir: cg, fd: -1}).cleanup()
-			} else {
-				killCgroup(cg)
-			}
-		}
-		killDescendants(os.Getpid())
-		unix.Kill(os.Getpid(), unix.SIGKILL)
+		killTree()
 	})
 	select {}
+}
+
+// KillTree kills this child's whole subtree and then the child itself with
+// SIGKILL, saying nothing: what a child does when its grace period after
+// SIGTERM is over. It does not return.
+func KillTree() {
+	child.dying.Do(killTree)
+	select {}
+}
+
+func killTree() {
+	KillAll()
+	if cg := child.cgroup; cg != "" {
+		// Step out into the parent's cgroup, so that the one made for
+		// this process can be killed whole and removed; failing that,
+		// kill it with this process inside.
+		pid := []byte(strconv.Itoa(os.Getpid()))
+		if os.WriteFile(filepath.Join(filepath.Dir(cg), "cgroup.procs"), pid, 0) == nil {
+			(&cgroup{dir: cg, fd: -1}).kill()
+			(&cgroup{dir: cg, fd: -1}).cleanup()
+		} else {
+			killCgroup(cg)
+		}
+	}
+	killDescendants(os.Getpid())
+	unix.Kill(os.Getpid(), unix.SIGKILL)
+}
+
+// DieBySignal ends the process by sig's default action, whatever handlers
+// were installed for it, so that its parent sees it killed by sig (a child
+// that had its function return after SIGTERM exits as one that did not
+// catch it). It does not return.
+func DieBySignal(sig syscall.Signal) {
+	signal.Reset(sig)
+	unix.Kill(os.Getpid(), sig)
+	// The signal is delivered to some thread of the process; should it
+	// somehow not end it, exit as a shell reports a death by signal.
+	time.Sleep(time.Second)
+	os.Exit(128 + int(sig))
 }
 
 // ownComm returns this process's comm, which its children take for

@@ -9,6 +9,7 @@ package supervise
 
 import (
 	"sync"
+	"syscall"
 
 	"github.com/multiproc/mp/internal/spawn"
 )
@@ -62,6 +63,20 @@ func Watch(c *spawn.Child, done func(st spawn.Status, err error)) {
 		}
 		done(st, err)
 	}()
+}
+
+// SignalAll sends sig to every watched child that has not been reaped, and
+// to their process groups: what a stopping tree does to pass the stop on.
+func SignalAll(sig syscall.Signal) {
+	mu.Lock()
+	cs := make([]*spawn.Child, 0, len(live))
+	for _, c := range live {
+		cs = append(cs, c)
+	}
+	mu.Unlock()
+	for _, c := range cs {
+		c.Signal(sig)
+	}
 }
 
 // Live returns the number of watched children not yet reaped.
