@@ -104,11 +104,14 @@ type Process struct {
 	// Shutdown, and that may not start children. Set it before Start.
 	Daemon bool
 	// Isolated runs the child as code the tree does not trust: it does not
-	// map the tree's shared memory, so that nothing it does can corrupt a
-	// primitive of the tree, and it talks to its parent only through its
-	// own control socket, whose one report the parent reads as untrusted
-	// input (bounded in size, checked, trimmed). The worst an isolated
-	// child can do is fail its own task. It cannot be given primitives:
+	// map the tree's shared memory, nor hold a descriptor of it, so that
+	// nothing it does through the library can corrupt a primitive of the
+	// tree, and it talks to its parent only through its own control socket,
+	// whose one report the parent reads as untrusted input (bounded in
+	// size, checked, trimmed). Isolation is from the tree, not from the
+	// operating system: code running as the parent's user can still open
+	// the parent's descriptors through /proc or trace it; run code that
+	// must not, as another user. It cannot be given primitives:
 	// Start fails with ErrIsolated if one is found among the arguments (or
 	// the Run type's fields). Neither the child nor what it executes can
 	// gain privileges (PR_SET_NO_NEW_PRIVS). It may use primitives of its
