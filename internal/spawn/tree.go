@@ -2,6 +2,7 @@ package spawn
 
 import (
 	"bytes"
+	"github.com/multiproc/mp/internal/proc"
 	"os"
 	"os/signal"
 	"strconv"
@@ -29,22 +30,6 @@ func watchSIGCHLD() chan os.Signal {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGCHLD)
 	return ch
-}
-
-// childrenOf lists pid's children.
-func childrenOf(pid int) []int {
-	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
-	tasks, _ := os.ReadDir(dir)
-	var kids []int
-	for _, t := range tasks {
-		b, _ := os.ReadFile(dir + t.Name() + "/children")
-		for _, f := range strings.Fields(string(b)) {
-			if k, err := strconv.Atoi(f); err == nil {
-				kids = append(kids, k)
-			}
-		}
-	}
-	return kids
 }
 
 // state returns the state letter of pid from /proc/<pid>/stat, or 0.
@@ -94,7 +79,7 @@ func ReapAdopted() { reapAdopted() }
 // its owner.
 func reapAdopted() {
 	var zombies []int
-	for _, pid := range childrenOf(os.Getpid()) {
+	for _, pid := range proc.Children(os.Getpid()) {
 		if state(pid) == 'Z' {
 			zombies = append(zombies, pid)
 		}
@@ -138,7 +123,7 @@ func killDescendants(pid int) {
 			if depth > 64 {
 				return
 			}
-			for _, k := range childrenOf(p) {
+			for _, k := range proc.Children(p) {
 				if stop(k) {
 					grew = true
 				}
