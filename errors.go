@@ -3,12 +3,13 @@ package mp
 import (
 	"errors"
 	"fmt"
-	"github.com/multiproc/mp/internal/errs"
 	"io"
 	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/mp/internal/errs"
 )
 
 // Errors returned by this package. Test for them with errors.Is; the

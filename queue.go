@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/multiproc/mp/internal/errs"
 	"hash/fnv"
 	"reflect"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/multiproc/mp/internal/codec"
+	"github.com/multiproc/mp/internal/errs"
 	"github.com/multiproc/mp/internal/refs"
 	"github.com/multiproc/mp/internal/ring"
 	"github.com/multiproc/mp/internal/shm"

@@ -6,13 +6,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/multiproc/mp/internal/errs"
 	"reflect"
 	"slices"
 	"sync"
 	"unsafe"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/multiproc/mp/internal/errs"
 )
 
 // ErrUnencodable is returned, wrapped with the offending Go type and the

@@ -3,13 +3,13 @@ package ring
 import (
 	"errors"
 	"fmt"
-	"github.com/multiproc/mp/internal/errs"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
+	"github.com/multiproc/mp/internal/errs"
 	"github.com/multiproc/mp/internal/proc"
 	"github.com/multiproc/mp/internal/shm"
 	"github.com/multiproc/mp/internal/wait"

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/multiproc/mp/internal/errs"
 	"math/bits"
 	"os"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/multiproc/mp/internal/errs"
 	"github.com/multiproc/mp/internal/fdutil"
 )
 

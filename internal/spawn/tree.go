@@ -2,7 +2,6 @@ package spawn
 
 import (
 	"bytes"
-	"github.com/multiproc/mp/internal/proc"
 	"os"
 	"os/signal"
 	"strconv"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/multiproc/mp/internal/proc"
 )
 
 var subreaper sync.Once
