@@ -53,8 +53,9 @@ func batchFor[A, R any](fn any) batchCaller {
 }
 
 // typedLoop is the loop of runFrom for a function of type func(A) R,
-// called through call (inlined by the compiler into each closure above,
-// so the function itself is the only indirect call).
+// called through call: two direct-typed indirect calls per item (the
+// adapter above, then the function), a few nanoseconds, where
+// reflect.Value.Call costs some 90.
 func typedLoop[A, R any](call func(context.Context, A) (R, error)) batchCaller {
 	return func(r *batchRun) {
 		args := r.args.Interface().([]A)

@@ -393,8 +393,10 @@ func (w *worker) settle() {
 		switch {
 		case j.killErr != nil && !p.terminated:
 			// Its own time limit or context ended, whether or not the
-			// worker had read it yet: run again, it would not be
-			// watched any more (expire acts once per task).
+			// worker had read it yet. It fails rather than goes back to
+			// the queue: expire acts once per task, so on another worker
+			// it would run unwatched. (Killed by Terminate, it falls to
+			// the cases below, which report the pool's end instead.)
 			failed, errs = append(failed, j), append(errs, j.killErr)
 		case (!j.sent || unstarted[j.id]) && p.stopping:
 			failed, errs = append(failed, j), append(errs, ErrStopped)
