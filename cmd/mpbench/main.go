@@ -175,6 +175,12 @@ func figure(g goResults, bench, unit string) string {
 	if v := g.samples[bench][unit]; len(v) > 0 {
 		return human(median(v), unit)
 	}
+	return missing(g, bench)
+}
+
+// missing says why a benchmark has no figure: "FAIL" if it (or its
+// parent) failed, else "n/a" (it does not exist).
+func missing(g goResults, bench string) string {
 	if parent, _, _ := strings.Cut(bench, "/"); g.failed[bench] || g.failed[parent] {
 		return "FAIL"
 	}
@@ -353,10 +359,8 @@ func rows(ws []workload, g goResults, py samples) []Row {
 		r.PySamples = py[w.py][w.unit]
 		if len(r.GoSamples) > 0 {
 			r.Go = ptr(median(r.GoSamples))
-		} else if parent, _, _ := strings.Cut(w.bench, "/"); g.failed[w.bench] || g.failed[parent] {
-			r.GoStatus = "FAIL"
 		} else {
-			r.GoStatus = "n/a"
+			r.GoStatus = missing(g, w.bench)
 		}
 		if len(r.PySamples) > 0 {
 			r.Py = ptr(median(r.PySamples))
