@@ -33,17 +33,7 @@ func (t *Table) SetName(id ID, name string) error {
 	if len(name) > MaxName {
 		return fmt.Errorf("refs: name of %d bytes (at most %d)", len(name), MaxName)
 	}
-	t.mu.Lock()
-	e, err := t.entry(id.Index, false)
-	var seg shm.Offset
-	if err == nil {
-		seg = t.objSegs[id.Index/objPerSeg]
-	}
-	t.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	slot, err := t.slot(id, seg)
+	e, slot, err := t.slot(id)
 	if err != nil {
 		return err
 	}
@@ -132,31 +122,31 @@ func (t *Table) nameAt(slot shm.Offset, gen uint32) string {
 	return string(b)
 }
 
-// slot returns the names slot of id, in the object segment seg, making
-// the segment's names block if it has none.
-func (t *Table) slot(id ID, seg shm.Offset) (shm.Offset, error) {
-	names, _, err := t.a.AllocToEmpty(namesSize, seg+segNames)
-	if err != nil {
-		return 0, fmt.Errorf("refs: names: %w", err)
-	}
-	return names + shm.Offset(id.Index%objPerSeg)*nameSlot, nil
-}
-
-// CountEvent adds one to the event count of the live object id (the
-// library counts the recoveries of a lock from a dead owner), where every
-// process of the tree sees it.
-func (t *Table) CountEvent(id ID) error {
+// slot returns the entry of id and its names slot, making the names
+// block of the entry's object segment if it has none.
+func (t *Table) slot(id ID) (e, slot shm.Offset, err error) {
 	t.mu.Lock()
-	e, err := t.entry(id.Index, false)
+	e, err = t.entry(id.Index, false)
 	var seg shm.Offset
 	if err == nil {
 		seg = t.objSegs[id.Index/objPerSeg]
 	}
 	t.mu.Unlock()
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
-	slot, err := t.slot(id, seg)
+	names, _, err := t.a.AllocToEmpty(namesSize, seg+segNames)
+	if err != nil {
+		return 0, 0, fmt.Errorf("refs: names: %w", err)
+	}
+	return e, names + shm.Offset(id.Index%objPerSeg)*nameSlot, nil
+}
+
+// CountEvent adds one to the event count of the live object id (the
+// library counts the recoveries of a lock from a dead owner), where every
+// process of the tree sees it.
+func (t *Table) CountEvent(id ID) error {
+	e, slot, err := t.slot(id)
 	if err != nil {
 		return err
 	}
