@@ -76,19 +76,7 @@ func (l *List[T]) inRange(i int) error {
 // Append adds value at the end of the List. It fails, changing nothing,
 // for a value that cannot be encoded or when shared memory is full.
 func (l *List[T]) Append(value T) error {
-	bp := getBuf()
-	defer putBuf(bp)
-	b, err := encodeShared((*bp)[:0], value, "List")
-	if err != nil {
-		return err
-	}
-	*bp = b
-	l.lock()
-	defer l.m.unlock()
-	if err := l.recover(); err != nil {
-		return err
-	}
-	return sharedErr(l.s.Append(b))
+	return l.store(value, func(b []byte) error { return sharedErr(l.s.Append(b)) })
 }
 
 // Get returns element i.
@@ -111,6 +99,18 @@ func (l *List[T]) Get(i int) (T, error) {
 
 // Set replaces element i with value.
 func (l *List[T]) Set(i int, value T) error {
+	return l.store(value, func(b []byte) error {
+		if err := l.inRange(i); err != nil {
+			return err
+		}
+		return sharedErr(l.s.Set(i, b))
+	})
+}
+
+// store encodes value, then, holding the List's lock and with any change
+// a dead process left half done finished, gives the encoding to f, which
+// stores it.
+func (l *List[T]) store(value T, f func(b []byte) error) error {
 	bp := getBuf()
 	defer putBuf(bp)
 	b, err := encodeShared((*bp)[:0], value, "List")
@@ -123,10 +123,7 @@ func (l *List[T]) Set(i int, value T) error {
 	if err := l.recover(); err != nil {
 		return err
 	}
-	if err := l.inRange(i); err != nil {
-		return err
-	}
-	return sharedErr(l.s.Set(i, b))
+	return f(b)
 }
 
 // Delete removes element i, moving the later elements down by one, as
@@ -189,22 +186,12 @@ func (l *List[T]) Len() int {
 // changing nothing, for a value that cannot be encoded or when shared
 // memory is full.
 func (l *List[T]) Insert(i int, value T) error {
-	bp := getBuf()
-	defer putBuf(bp)
-	b, err := encodeShared((*bp)[:0], value, "List")
-	if err != nil {
-		return err
-	}
-	*bp = b
-	l.lock()
-	defer l.m.unlock()
-	if err := l.recover(); err != nil {
-		return err
-	}
-	if n := l.s.Len(); i < 0 || i > n {
-		return fmt.Errorf("%w: Insert at %d, length %d", ErrOutOfRange, i, n)
-	}
-	return sharedErr(l.s.Insert(i, b))
+	return l.store(value, func(b []byte) error {
+		if n := l.s.Len(); i < 0 || i > n {
+			return fmt.Errorf("%w: Insert at %d, length %d", ErrOutOfRange, i, n)
+		}
+		return sharedErr(l.s.Insert(i, b))
+	})
 }
 
 // Pop removes the last element and returns it, as Python's l.pop(). It
