@@ -185,26 +185,7 @@ func TestQueueExactRandomKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := range rounds {
-		started, err := NewEvent()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := NewProcess(queueChurn, q, started)
-		if err := p.Start(); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := started.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // a random point of the loop
-		p.Kill()
-		err = p.Join(ctx)
-		cancel()
-		var pe *ProcessError
-		if !errors.As(err, &pe) || pe.ExitCode != -9 {
-			t.Fatalf("round %d: the child ended by itself: %v", round, err)
-		}
+		killMidLoop(t, round, queueChurn, q)
 		checkExactAfterKill(t, q, maxsize, fmt.Sprintf("round %d", round))
 	}
 }

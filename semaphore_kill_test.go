@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -201,26 +200,7 @@ func TestSemaphoreRandomKill(t *testing.T) {
 				t.Fatal(err)
 			}
 			for round := range rounds {
-				started, err := NewEvent()
-				if err != nil {
-					t.Fatal(err)
-				}
-				p := NewProcess(semLoop, s, started)
-				if err := p.Start(); err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				if err := started.Wait(ctx); err != nil {
-					t.Fatal(err)
-				}
-				time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // a random point of the loop
-				p.Kill()
-				err = p.Join(ctx)
-				cancel()
-				var pe *ProcessError
-				if !errors.As(err, &pe) || pe.ExitCode != -9 {
-					t.Fatalf("round %d: the child ended by itself: %v", round, err)
-				}
+				killMidLoop(t, round, semLoop, s)
 				s.reclaim()
 				if v := s.Value(); v != 2 {
 					t.Fatalf("round %d: Value %d after the child was killed and reclaimed, want 2", round, v)
